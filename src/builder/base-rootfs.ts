@@ -1,0 +1,72 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run } from '../util/exec.js';
+import { writeFileAtomic } from '../util/fs-atomic.js';
+import { sha256 } from '../util/hash.js';
+import { createLogger } from '../util/log.js';
+
+const log = createLogger('setup.base');
+
+/** Hearth's managed Debian base: minimal bookworm, plus python3 for apps and tests. */
+export const BASE_SUITE = 'bookworm';
+export const BASE_PACKAGES = ['python3', 'ca-certificates'] as const;
+/** Size of the base root disk (sparse: only written blocks take space). */
+export const BASE_DISK_SIZE_MIB = 2048;
+
+export interface BaseDisk {
+  name: string;
+  /** Raw ext4 image: the read-only bottom layer of every disk chain built on it. */
+  path: string;
+  /** The root filesystem as a tarball (what image builds import). */
+  rootfsTar: string;
+  sizeMiB: number;
+  packages: string[];
+  createdAt: string;
+}
+
+/**
+ * Builds (once, then cached) the minimal Debian root filesystem with mmdebstrap from Debian's own
+ * packages, and turns it into an ext4 disk image with mkfs.ext4 -d.
+ */
+export async function ensureBaseDisk(baseDisksDir: string): Promise<BaseDisk> {
+  const key = sha256(JSON.stringify({ v: 1, suite: BASE_SUITE, packages: BASE_PACKAGES, size: BASE_DISK_SIZE_MIB })).slice(0, 12);
+  const name = `${BASE_SUITE}-${key}`;
+  const dir = join(baseDisksDir, name);
+  const manifest = join(dir, 'base.json');
+  if (existsSync(manifest)) return JSON.parse(await readFile(manifest, 'utf8')) as BaseDisk;
+
+  await mkdir(baseDisksDir, { recursive: true });
+  const staging = `${dir}.staging`;
+  await rm(staging, { recursive: true, force: true });
+  await mkdir(staging, { recursive: true });
+  const rootfs = await mkdtemp(join(baseDisksDir, '.rootfs-'));
+  try {
+    log.info('building the Debian base root filesystem with mmdebstrap', { suite: BASE_SUITE });
+    const t0 = Date.now();
+    await run(
+      'mmdebstrap',
+      ['--variant=minbase', `--include=${BASE_PACKAGES.join(',')}`, '--quiet', BASE_SUITE, join(staging, 'rootfs.tar')],
+      { timeoutMs: 1_800_000 },
+    );
+    await run('tar', ['-C', rootfs, '--numeric-owner', '-xpf', join(staging, 'rootfs.tar')]);
+    const disk = join(staging, 'disk.raw');
+    await run('mkfs.ext4', ['-q', '-F', '-L', 'hearth-root', '-E', 'root_owner=0:0', '-d', rootfs, disk, `${BASE_DISK_SIZE_MIB}M`]);
+    const base: BaseDisk = {
+      name,
+      path: join(dir, 'disk.raw'),
+      rootfsTar: join(dir, 'rootfs.tar'),
+      sizeMiB: BASE_DISK_SIZE_MIB,
+      packages: [...BASE_PACKAGES],
+      createdAt: new Date().toISOString(),
+    };
+    await writeFileAtomic(join(staging, 'base.json'), JSON.stringify(base, null, 2));
+    await rm(dir, { recursive: true, force: true });
+    await rename(staging, dir);
+    log.info('base root disk ready', { name, seconds: ((Date.now() - t0) / 1000).toFixed(1) });
+    return base;
+  } finally {
+    await rm(rootfs, { recursive: true, force: true });
+    await rm(staging, { recursive: true, force: true });
+  }
+}

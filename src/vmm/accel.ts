@@ -1,0 +1,128 @@
+import { spawn } from 'node:child_process';
+import { existsSync, constants as fsc } from 'node:fs';
+import { access, readFile } from 'node:fs/promises';
+import { release } from 'node:os';
+import { writeFileAtomic } from '../util/fs-atomic.js';
+import { run } from '../util/exec.js';
+import type { Logger } from '../util/log.js';
+import { AcceleratorUnavailableError } from './errors.js';
+import { defaultCmdline, type Accelerator } from './qemu-args.js';
+import { QEMU_BINARY } from './qemu-process.js';
+
+export interface AccelChoice {
+  accel: Accelerator;
+  /** Why this accelerator was chosen, in words (also logged). */
+  reason: string;
+  /** Milliseconds the chosen accelerator took to boot the probe guest to userspace. */
+  probeBootMs?: number;
+  /** What the cached result is valid for. */
+  hostKey: string;
+  probedAt: string;
+}
+
+export type AccelSetting = 'auto' | Accelerator;
+
+/** How long a KVM guest may take to reach userspace before KVM is declared unusable. */
+export const KVM_PROBE_DEADLINE_MS = 15_000;
+/** How long the TCG fallback may take (it is slow, but must work). */
+export const TCG_PROBE_DEADLINE_MS = 60_000;
+const PROBE_MARKER = 'HEARTH_PROBE_OK';
+
+export async function qemuVersion(): Promise<string> {
+  const out = (await run(QEMU_BINARY, ['--version'])).stdout;
+  return /version (\S+)/.exec(out)?.[1] ?? 'unknown';
+}
+
+async function hostKey(): Promise<string> {
+  const cpu = /model name\s*:\s*(.*)/.exec(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''))?.[1] ?? '?';
+  return [release(), await qemuVersion(), cpu, existsSync('/dev/kvm') ? 'kvm-dev' : 'no-kvm-dev'].join('|');
+}
+
+/**
+ * Boots the real guest kernel and initramfs with `hearth.probe` (stage1 prints a marker and powers
+ * off) and reports how long it took, or undefined if it did not get there before the deadline.
+ */
+export async function probeBoot(accel: Accelerator, kernel: string, initrd: string, deadlineMs: number): Promise<number | undefined> {
+  const accelArgs = accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host,-arch-capabilities'] : ['-accel', 'tcg'];
+  const args = [
+    '-machine', 'microvm,x-option-roms=off,isa-serial=on',
+    ...accelArgs,
+    '-m', '256M', '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
+    '-kernel', kernel, '-initrd', initrd,
+    '-append', defaultCmdline(['hearth.probe']),
+    '-serial', 'stdio',
+  ];
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(QEMU_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let done = false;
+    const finish = (v: number | undefined) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      resolve(v);
+    };
+    const timer = setTimeout(() => finish(undefined), deadlineMs);
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes(PROBE_MARKER)) finish(Date.now() - t0);
+    });
+    child.on('exit', () => finish(out.includes(PROBE_MARKER) ? Date.now() - t0 : undefined));
+    child.on('error', () => finish(undefined));
+  });
+}
+
+/**
+ * Chooses KVM or TCG. KVM is used only if a real guest boots with it within KVM_PROBE_DEADLINE_MS:
+ * the device existing is not enough (nested paravirtual KVM can hang a guest forever in early boot).
+ * The result is cached per host (kernel, QEMU version, CPU) in `cacheFile`. `setting` overrides.
+ */
+export async function chooseAccelerator(opts: {
+  setting: AccelSetting;
+  cacheFile: string;
+  kernel: string;
+  initrd: string;
+  log: Logger;
+}): Promise<AccelChoice> {
+  const key = await hostKey();
+  const now = new Date().toISOString();
+  if (opts.setting !== 'auto') {
+    const choice = { accel: opts.setting, reason: `forced by configuration (accelerator=${opts.setting})`, hostKey: key, probedAt: now };
+    opts.log.info('accelerator chosen', { accel: choice.accel, reason: choice.reason });
+    return choice;
+  }
+  if (existsSync(opts.cacheFile)) {
+    const cached = JSON.parse(await readFile(opts.cacheFile, 'utf8')) as AccelChoice;
+    if (cached.hostKey === key) {
+      opts.log.info('accelerator chosen', { accel: cached.accel, reason: cached.reason, cached: true });
+      return cached;
+    }
+  }
+  let choice: AccelChoice | undefined;
+  let kvmUsable = false;
+  try {
+    await access('/dev/kvm', fsc.R_OK | fsc.W_OK);
+    kvmUsable = true;
+  } catch {
+    /* no usable /dev/kvm */
+  }
+  if (kvmUsable) {
+    const ms = await probeBoot('kvm', opts.kernel, opts.initrd, KVM_PROBE_DEADLINE_MS);
+    if (ms !== undefined) {
+      choice = { accel: 'kvm', reason: `a KVM guest reached userspace in ${ms} ms`, probeBootMs: ms, hostKey: key, probedAt: now };
+    }
+  }
+  if (!choice) {
+    const ms = await probeBoot('tcg', opts.kernel, opts.initrd, TCG_PROBE_DEADLINE_MS);
+    if (ms === undefined) throw new AcceleratorUnavailableError(`neither KVM nor TCG booted the probe guest (TCG deadline ${TCG_PROBE_DEADLINE_MS} ms)`);
+    const why = kvmUsable
+      ? `/dev/kvm exists but a KVM guest did not reach userspace within ${KVM_PROBE_DEADLINE_MS} ms (nested or paravirtual KVM?); using TCG software emulation, which booted in ${ms} ms`
+      : `/dev/kvm is absent or not accessible; using TCG software emulation, which booted in ${ms} ms`;
+    choice = { accel: 'tcg', reason: why, probeBootMs: ms, hostKey: key, probedAt: now };
+  }
+  await writeFileAtomic(opts.cacheFile, JSON.stringify(choice, null, 2));
+  opts.log.info('accelerator chosen', { accel: choice.accel, reason: choice.reason });
+  return choice;
+}

@@ -1,0 +1,207 @@
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+
+/**
+ * Saving and restoring the part of a clone's RAM that differs from its template.
+ *
+ * A clone maps its template's memory file privately (MAP_PRIVATE, QEMU `share=off`): pages it never
+ * wrote are the template's, pages it wrote became anonymous copy-on-write pages of the QEMU process.
+ * /proc/<pid>/pagemap tells the two apart, so a suspend saves only the anonymous pages (a few MiB for
+ * a typical idle app instead of the whole RAM), read through /proc/<pid>/mem while the VM is
+ * stopped. A resume starts QEMU on the same template file and writes those pages back before the
+ * device state is loaded and the guest runs. Each diff is against the template, never against an
+ * earlier diff, so there is no chain to walk.
+ *
+ * File format (little-endian):
+ *   magic "HMEMDIF1" | u32 pageSize | u32 reserved | u64 ramBytes | u64 runCount
+ *   runCount x (u64 offset | u64 length | u64 flags)      flags bit 0: all-zero run, no data stored
+ *   data of the non-zero runs, in order
+ */
+export const MEMDIFF_MAGIC = 'HMEMDIF1';
+const PAGE_SIZE = 4096;
+const HEADER_BYTES = 32;
+const RUN_BYTES = 24;
+const FLAG_ZERO = 1n;
+const MAX_RUN_BYTES = 8 * 1024 * 1024; // bounded buffers when copying
+
+interface Vma {
+  start: number;
+  end: number;
+  fileOffset: number;
+}
+
+interface Run {
+  offset: number;
+  length: number;
+  zero: boolean;
+}
+
+/** The address ranges where `pid` maps `memoryFile` (QEMU's guest RAM). */
+export async function findRamMappings(pid: number, memoryFile: string): Promise<Vma[]> {
+  const maps = await readFile(`/proc/${pid}/maps`, 'utf8');
+  const out: Vma[] = [];
+  for (const line of maps.split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) \S+ \d+\s+(.*)$/.exec(line);
+    if (!m || m[4] !== memoryFile) continue;
+    out.push({ start: parseInt(m[1]!, 16), end: parseInt(m[2]!, 16), fileOffset: parseInt(m[3]!, 16) });
+  }
+  if (out.length === 0) throw new Error(`process ${pid} does not map ${memoryFile}`);
+  return out.sort((a, b) => a.fileOffset - b.fileOffset);
+}
+
+function isZero(buf: Buffer): boolean {
+  // Compare 8 bytes at a time; guest pages that are all zero are common (freed or never-used memory).
+  for (let i = 0; i + 8 <= buf.length; i += 8) if (buf.readBigUInt64LE(i) !== 0n) return false;
+  return true;
+}
+
+export interface MemoryDiffStats {
+  pagesSaved: number;
+  zeroPages: number;
+  runs: number;
+  fileBytes: number;
+}
+
+/**
+ * Writes the pages of `pid`'s private RAM mapping that no longer come from `memoryFile` into
+ * `outPath` (then fsyncs it). Precondition: the VM is stopped (QMP `stop`), so RAM does not change.
+ */
+export async function saveMemoryDiff(pid: number, memoryFile: string, ramBytes: number, outPath: string): Promise<MemoryDiffStats> {
+  const vmas = await findRamMappings(pid, memoryFile);
+  const pagemap = await open(`/proc/${pid}/pagemap`, 'r');
+  const mem = await open(`/proc/${pid}/mem`, 'r');
+  const runs: (Run & { addr: number })[] = [];
+  try {
+    for (const v of vmas) {
+      const pages = (v.end - v.start) / PAGE_SIZE;
+      const entries = Buffer.alloc(pages * 8);
+      const { bytesRead } = await pagemap.read(entries, 0, entries.length, (v.start / PAGE_SIZE) * 8);
+      if (bytesRead !== entries.length) throw new Error('short read of pagemap');
+      let runStart = -1;
+      const flush = (endPage: number) => {
+        if (runStart < 0) return;
+        runs.push({ offset: v.fileOffset + runStart * PAGE_SIZE, length: (endPage - runStart) * PAGE_SIZE, zero: false, addr: v.start + runStart * PAGE_SIZE });
+        runStart = -1;
+      };
+      for (let i = 0; i < pages; i++) {
+        const hi = entries.readUInt32LE(i * 8 + 4);
+        const present = (hi & 0x80000000) !== 0;
+        const swapped = (hi & 0x40000000) !== 0;
+        const filePage = (hi & 0x20000000) !== 0;
+        const own = (present && !filePage) || swapped; // private anonymous copy: differs from the file
+        if (own) {
+          if (runStart < 0) runStart = i;
+          if ((i + 1 - runStart) * PAGE_SIZE >= MAX_RUN_BYTES) flush(i + 1);
+        } else flush(i);
+      }
+      flush(pages);
+    }
+
+    // Read each run, split out all-zero pages, then write header + runs + data.
+    const data: Buffer[] = [];
+    const finalRuns: Run[] = [];
+    let zeroPages = 0;
+    let pagesSaved = 0;
+    for (const r of runs) {
+      const buf = Buffer.alloc(r.length);
+      const { bytesRead } = await mem.read(buf, 0, r.length, r.addr);
+      if (bytesRead !== r.length) throw new Error(`short read of guest RAM at offset ${r.offset}`);
+      for (let off = 0; off < r.length; off += PAGE_SIZE) {
+        const page = buf.subarray(off, off + PAGE_SIZE);
+        const zero = isZero(page);
+        const last = finalRuns[finalRuns.length - 1];
+        if (last && last.zero === zero && last.offset + last.length === r.offset + off) last.length += PAGE_SIZE;
+        else finalRuns.push({ offset: r.offset + off, length: PAGE_SIZE, zero });
+        if (zero) zeroPages++;
+        else data.push(page);
+        pagesSaved++;
+      }
+    }
+    const header = Buffer.alloc(HEADER_BYTES + finalRuns.length * RUN_BYTES);
+    header.write(MEMDIFF_MAGIC, 0, 'ascii');
+    header.writeUInt32LE(PAGE_SIZE, 8);
+    header.writeBigUInt64LE(BigInt(ramBytes), 16);
+    header.writeBigUInt64LE(BigInt(finalRuns.length), 24);
+    finalRuns.forEach((r, i) => {
+      const o = HEADER_BYTES + i * RUN_BYTES;
+      header.writeBigUInt64LE(BigInt(r.offset), o);
+      header.writeBigUInt64LE(BigInt(r.length), o + 8);
+      header.writeBigUInt64LE(r.zero ? FLAG_ZERO : 0n, o + 16);
+    });
+    const out = await open(outPath, 'w', 0o600);
+    let fileBytes = 0;
+    try {
+      const all = [header, ...data];
+      // writev in bounded batches: one syscall per batch instead of one per page.
+      for (let i = 0; i < all.length; i += 1024) {
+        const { bytesWritten } = await out.writev(all.slice(i, i + 1024));
+        fileBytes += bytesWritten;
+      }
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    return { pagesSaved, zeroPages, runs: finalRuns.length, fileBytes };
+  } finally {
+    await pagemap.close();
+    await mem.close();
+  }
+}
+
+/** Thrown when a memory diff file does not have the structure it claims. */
+export class MemoryDiffFormatError extends Error {}
+
+async function readExact(fh: FileHandle, len: number, pos: number): Promise<Buffer> {
+  const buf = Buffer.alloc(len);
+  const { bytesRead } = await fh.read(buf, 0, len, pos);
+  if (bytesRead !== len) throw new MemoryDiffFormatError(`truncated: wanted ${len} bytes at ${pos}, got ${bytesRead}`);
+  return buf;
+}
+
+/**
+ * Writes the pages saved in `diffPath` into the RAM of `pid`, which must map `memoryFile` privately
+ * and must not be running guest code yet (started with -incoming defer -S).
+ */
+export async function loadMemoryDiff(pid: number, memoryFile: string, ramBytes: number, diffPath: string): Promise<number> {
+  const vmas = await findRamMappings(pid, memoryFile);
+  const diff = await open(diffPath, 'r');
+  const mem = await open(`/proc/${pid}/mem`, 'r+');
+  try {
+    const header = await readExact(diff, HEADER_BYTES, 0);
+    if (header.toString('ascii', 0, 8) !== MEMDIFF_MAGIC) throw new MemoryDiffFormatError('bad magic');
+    if (header.readUInt32LE(8) !== PAGE_SIZE) throw new MemoryDiffFormatError('unexpected page size');
+    if (header.readBigUInt64LE(16) !== BigInt(ramBytes)) {
+      throw new MemoryDiffFormatError(`saved for ${header.readBigUInt64LE(16)} bytes of RAM, this VM has ${ramBytes}`);
+    }
+    const count = Number(header.readBigUInt64LE(24));
+    if (count > ramBytes / PAGE_SIZE) throw new MemoryDiffFormatError('run count larger than RAM');
+    const table = await readExact(diff, count * RUN_BYTES, HEADER_BYTES);
+    let dataPos = HEADER_BYTES + count * RUN_BYTES;
+    const zeros = Buffer.alloc(Math.min(MAX_RUN_BYTES, ramBytes));
+    let written = 0;
+    for (let i = 0; i < count; i++) {
+      const offset = Number(table.readBigUInt64LE(i * RUN_BYTES));
+      const length = Number(table.readBigUInt64LE(i * RUN_BYTES + 8));
+      const zero = (table.readBigUInt64LE(i * RUN_BYTES + 16) & FLAG_ZERO) !== 0n;
+      if (offset % PAGE_SIZE || length % PAGE_SIZE || length === 0 || offset + length > ramBytes) {
+        throw new MemoryDiffFormatError(`run ${i} (${offset}+${length}) is outside RAM`);
+      }
+      const vma = vmas.find((v) => offset >= v.fileOffset && offset + length <= v.fileOffset + (v.end - v.start));
+      if (!vma) throw new MemoryDiffFormatError(`run ${i} is not inside one RAM mapping`);
+      const addr = vma.start + (offset - vma.fileOffset);
+      for (let done = 0; done < length; done += MAX_RUN_BYTES) {
+        const n = Math.min(MAX_RUN_BYTES, length - done);
+        const buf = zero ? zeros.subarray(0, n) : await readExact(diff, n, dataPos);
+        if (!zero) dataPos += n;
+        const { bytesWritten } = await mem.write(buf, 0, n, addr + done);
+        if (bytesWritten !== n) throw new Error(`short write into guest RAM at offset ${offset + done}`);
+        written += n;
+      }
+    }
+    const { size } = await diff.stat();
+    if (dataPos !== size) throw new MemoryDiffFormatError(`${size - dataPos} unexpected trailing bytes`);
+    return written;
+  } finally {
+    await diff.close();
+    await mem.close();
+  }
+}

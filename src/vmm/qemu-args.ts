@@ -1,0 +1,130 @@
+/**
+ * QEMU command lines for Hearth's microVMs. A template and every process restored from it must be
+ * started with the same machine and devices (QEMU restores device state by name and order), so
+ * everything that shapes the machine lives in MachineConfig and everything per-process in
+ * ProcessPaths.
+ */
+export type Accelerator = 'kvm' | 'tcg';
+
+export interface MachineConfig {
+  memoryMiB: number;
+  vcpus: number;
+  accel: Accelerator;
+  /** bzImage booted with -kernel. */
+  kernelPath: string;
+  /** The exact initrd the guest booted with (kept with the template; restores pass it again). */
+  initrdPath: string;
+  cmdline: string;
+  /** Cap on TCG's translated-code cache, MiB (each VM holds up to this much extra RSS). */
+  tcgCacheMiB: number;
+  /** Whether the VM has a network device (the tap is created by net/ before QEMU starts). */
+  network: boolean;
+}
+
+export interface ProcessPaths {
+  /** Guest RAM file. share=on: QEMU writes guest RAM into it; share=off: private copy-on-write map of it. */
+  memoryFile: string;
+  memoryShared: boolean;
+  rootDisk: string;
+  qmpSocket: string;
+  agentSocket: string;
+  controlSocket: string;
+  consoleLog: string;
+  tapName?: string;
+  macAddress?: string;
+  /** Start paused, waiting for `migrate-incoming` (a restore). */
+  incoming: boolean;
+}
+
+export const GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
+export const GUEST_CONTROL_PORT = 'org.hearth.ctl.0';
+
+/** Kernel command line for Hearth guests: serial console, quiet, no probing of absent hardware. */
+export function defaultCmdline(extra: string[] = []): string {
+  return [
+    'console=ttyS0',
+    'quiet',
+    'loglevel=3',
+    'panic=-1',
+    'reboot=t',
+    'pci=off',
+    'i8042.noaux',
+    'i8042.nomux',
+    'i8042.nopnp',
+    'i8042.dumbkbd',
+    '8250.nr_uarts=1',
+    'random.trust_cpu=on',
+    ...extra,
+  ].join(' ');
+}
+
+function accelArgs(m: MachineConfig): string[] {
+  if (m.accel === 'kvm') return ['-accel', 'kvm', '-cpu', 'host,-arch-capabilities'];
+  return ['-accel', `tcg,tb-size=${m.tcgCacheMiB}`];
+}
+
+export function qemuArgs(vmId: string, m: MachineConfig, p: ProcessPaths): string[] {
+  const args = [
+    '-name',
+    `hearth-${vmId},debug-threads=on`,
+    '-machine',
+    'microvm,x-option-roms=off,isa-serial=on,rtc=on,suppress-vmdesc=on,memory-backend=ram',
+    ...accelArgs(m),
+    '-smp',
+    String(m.vcpus),
+    '-m',
+    `${m.memoryMiB}M`,
+    '-object',
+    `memory-backend-file,id=ram,size=${m.memoryMiB}M,mem-path=${p.memoryFile},share=${p.memoryShared ? 'on' : 'off'}`,
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-no-reboot',
+    '-msg',
+    'timestamp=on',
+    '-kernel',
+    m.kernelPath,
+    '-initrd',
+    m.initrdPath,
+    '-append',
+    m.cmdline,
+    '-chardev',
+    `file,id=console,path=${p.consoleLog},append=on`,
+    '-serial',
+    'chardev:console',
+    '-qmp',
+    `unix:${p.qmpSocket},server=on,wait=off`,
+    '-device',
+    'virtio-serial-device,max_ports=4',
+    '-chardev',
+    `socket,id=agent,path=${p.agentSocket},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=agent,name=${GUEST_AGENT_PORT}`,
+    '-chardev',
+    `socket,id=control,path=${p.controlSocket},server=on,wait=off`,
+    '-device',
+    `virtserialport,chardev=control,name=${GUEST_CONTROL_PORT}`,
+    '-drive',
+    `if=none,id=root,file=${p.rootDisk},format=qcow2,cache=writeback,discard=unmap,aio=threads`,
+    '-device',
+    'virtio-blk-device,drive=root',
+    '-object',
+    'rng-random,id=rng,filename=/dev/urandom',
+    '-device',
+    'virtio-rng-device,rng=rng',
+    // Restores load a device-state-only stream (xen-save-devices-state), which has no configuration section.
+    '-global',
+    'migration.send-configuration=off',
+  ];
+  if (m.network) {
+    if (!p.tapName || !p.macAddress) throw new TypeError('a networked machine needs tapName and macAddress');
+    args.push(
+      '-netdev',
+      `tap,id=net0,ifname=${p.tapName},script=no,downscript=no,vhost=off`,
+      '-device',
+      `virtio-net-device,netdev=net0,mac=${p.macAddress}`,
+    );
+  }
+  if (p.incoming) args.push('-incoming', 'defer', '-S');
+  return args;
+}

@@ -1,0 +1,124 @@
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { sha256File } from '../util/hash.js';
+import { writeFileAtomic } from '../util/fs-atomic.js';
+import { SnapshotCorruptError, SnapshotIncompatibleError } from './errors.js';
+import type { Accelerator } from './qemu-args.js';
+
+export const MANIFEST_FILE = 'manifest.json';
+export const MANIFEST_FORMAT = 'hearth-snapshot/1';
+
+/** One file of a snapshot, by name relative to the manifest's directory (or to the data dir for shared layers). */
+export interface FileRecord {
+  path: string;
+  sizeBytes: number;
+  sha256: string;
+}
+
+/** What a restore must match: the same machine shape, accelerator and QEMU build. */
+export interface MachineFingerprint {
+  memoryMiB: number;
+  vcpus: number;
+  accel: Accelerator;
+  qemuVersion: string;
+  kernelRelease: string;
+  network: boolean;
+}
+
+/**
+ * Describes a complete, restorable snapshot. Written last, atomically (temp + fsync + rename): a
+ * snapshot without a manifest does not exist, so a crash at any earlier step leaves nothing
+ * half-saved behind that could be mistaken for a snapshot.
+ */
+export interface SnapshotManifest {
+  format: typeof MANIFEST_FORMAT;
+  kind: 'template' | 'suspend';
+  vmId: string;
+  /** Counts suspends of one VM: 1, 2, ... (0 for templates). */
+  generation: number;
+  createdAt: string;
+  machine: MachineFingerprint;
+  /** The template's RAM file (templates) or the diff against it (suspends). */
+  memory: FileRecord & { mode: 'full' | 'diff' };
+  /** The template a diff applies to, and the checksum its memory file had. */
+  template?: { id: string; memorySha256: string };
+  devices: FileRecord;
+  /** The VM's own frozen disk layers, bottom to top (the template's layer is not repeated here). */
+  diskLayers: FileRecord[];
+  /** The initrd the VM booted with; restores must pass the same one. */
+  initrd: FileRecord;
+  /** The guest filesystems were frozen when saved: the restore thaws them. */
+  fsFrozen: boolean;
+}
+
+/** Sizes and checksums a file. */
+export async function recordFile(absPath: string, recordedPath: string): Promise<FileRecord> {
+  const st = await stat(absPath);
+  return { path: recordedPath, sizeBytes: st.size, sha256: await sha256File(absPath) };
+}
+
+export async function writeManifest(dir: string, m: SnapshotManifest): Promise<void> {
+  await writeFileAtomic(join(dir, MANIFEST_FILE), JSON.stringify(m, null, 2) + '\n', 0o444);
+}
+
+/** Reads and structurally checks a manifest; SnapshotCorruptError if it is missing or malformed. */
+export async function readManifest(dir: string): Promise<SnapshotManifest> {
+  const path = join(dir, MANIFEST_FILE);
+  let m: SnapshotManifest;
+  try {
+    m = JSON.parse(await readFile(path, 'utf8')) as SnapshotManifest;
+  } catch (e) {
+    throw new SnapshotCorruptError(dir, `manifest unreadable (${(e as Error).message})`);
+  }
+  if (m?.format !== MANIFEST_FORMAT) throw new SnapshotCorruptError(dir, `unknown manifest format '${String(m?.format)}'`);
+  for (const f of [m.memory, m.devices, m.initrd, ...(m.diskLayers ?? [])]) {
+    if (!f || typeof f.path !== 'string' || typeof f.sizeBytes !== 'number' || !/^[0-9a-f]{64}$/.test(f.sha256 ?? '')) {
+      throw new SnapshotCorruptError(dir, 'manifest lists a file without path, size or checksum');
+    }
+  }
+  return m;
+}
+
+/** Throws SnapshotIncompatibleError if the snapshot was made for another machine shape or QEMU. */
+export function checkCompatible(dir: string, saved: MachineFingerprint, here: MachineFingerprint): void {
+  for (const k of Object.keys(saved) as (keyof MachineFingerprint)[]) {
+    if (saved[k] !== here[k]) throw new SnapshotIncompatibleError(dir, `${k} is ${String(saved[k])} in the snapshot but ${String(here[k])} here`);
+  }
+}
+
+/**
+ * Remembers files already verified in this process by (device, inode, size, mtime), so a layer that
+ * has not changed since it was checked is not hashed again on every restore. Frozen files are
+ * read-only (mode 0444), so a change would also change their mtime.
+ */
+export class VerifiedFiles {
+  private readonly seen = new Map<string, string>();
+
+  private static key(st: { dev: number; ino: number; size: number; mtimeMs: number }): string {
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  }
+
+  /** Verifies size and checksum of `absPath` against `rec`; SnapshotCorruptError on any mismatch. */
+  async verify(snapshotDir: string, absPath: string, rec: FileRecord): Promise<void> {
+    let st;
+    try {
+      st = await stat(absPath);
+    } catch {
+      throw new SnapshotCorruptError(snapshotDir, `${rec.path} is missing`);
+    }
+    if (st.size !== rec.sizeBytes) {
+      throw new SnapshotCorruptError(snapshotDir, `${rec.path} is ${st.size} bytes; the manifest says ${rec.sizeBytes} (truncated or overwritten)`);
+    }
+    const key = VerifiedFiles.key(st);
+    if (this.seen.get(absPath) === key + rec.sha256) return;
+    const actual = await sha256File(absPath);
+    if (actual !== rec.sha256) throw new SnapshotCorruptError(snapshotDir, `${rec.path} does not match its checksum`);
+    this.seen.set(absPath, key + rec.sha256);
+  }
+
+  /** Records a file Hearth just wrote and hashed itself. */
+  async trust(absPath: string, rec: FileRecord): Promise<void> {
+    const st = await stat(absPath);
+    this.seen.set(absPath, VerifiedFiles.key(st) + rec.sha256);
+  }
+}
