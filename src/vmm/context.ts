@@ -1,0 +1,18 @@
+import type { DataDir } from '../config/data-dir.js';
+import type { NetworkManager } from '../net/vm-network.js';
+import type { HostArtifacts } from '../setup/host-artifacts.js';
+import type { Logger } from '../util/log.js';
+import type { VerifiedFiles } from './snapshot-manifest.js';
+
+/** What every lifecycle operation of the engine needs to know about the host. */
+export interface EngineContext {
+  dataDir: DataDir;
+  artifacts: HostArtifacts;
+  log: Logger;
+  network: NetworkManager;
+  verified: VerifiedFiles;
+  /** Cap on TCG's code cache per VM, MiB. */
+  tcgCacheMiB: number;
+  /** Deadline for QEMU to create its QMP socket and greet, ms. */
+  qmpConnectTimeoutMs: number;
+}

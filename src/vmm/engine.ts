@@ -1,0 +1,556 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { HearthError } from '../errors.js';
+import type { DataDir } from '../config/data-dir.js';
+import { assertSafeId } from '../config/data-dir.js';
+import { bootConfigArchive, type WorkloadSpec } from '../guest/workload-config.js';
+import { NetworkManager } from '../net/vm-network.js';
+import { loadHostArtifacts, type HostArtifacts } from '../setup/host-artifacts.js';
+import { run } from '../util/exec.js';
+import { fsyncDir, fsyncFile, writeFileAtomic } from '../util/fs-atomic.js';
+import { createLogger, type Logger } from '../util/log.js';
+import { Mutex } from '../util/mutex.js';
+import { waitForTcp } from '../util/net-wait.js';
+import type { EngineContext } from './context.js';
+import { createOverlay, freezeLayer } from './disk.js';
+import { BootTimeoutError, InvalidVmStateError } from './errors.js';
+import { launchQemu, loadDeviceState } from './launch.js';
+import { MicroVm, type VmRecord } from './microvm.js';
+import { defaultCmdline, type MachineConfig } from './qemu-args.js';
+import { recordFile, readManifest, VerifiedFiles, writeManifest, type SnapshotManifest, type MachineFingerprint, checkCompatible } from './snapshot-manifest.js';
+import { VmLayout } from './vm-layout.js';
+import { suspendVm } from './vm-suspend.js';
+import { restoreClone, resumeVm } from './vm-restore.js';
+import { killOrphanQemus } from './orphans.js';
+
+/** Another Hearth process already uses this data directory. */
+export class EngineLockedError extends HearthError {
+  readonly code = 'VMM_DATA_DIR_LOCKED';
+  constructor(dir: string, pid: number) {
+    super(`data directory ${dir} is in use by process ${pid}`, { hint: 'stop that Hearth process, or use another data directory' });
+  }
+}
+
+/** No VM or template with this id exists on this host. */
+export class VmNotFoundError extends HearthError {
+  readonly code = 'VMM_NOT_FOUND';
+  constructor(what: 'VM' | 'template', id: string) {
+    super(`${what} ${id} not found`);
+  }
+}
+
+export interface EngineOptions {
+  dataDir: DataDir;
+  /** Default: read from the data directory (written by `hearth setup`). */
+  artifacts?: HostArtifacts;
+  log?: Logger;
+  /** TCG translated-code cache per VM, MiB. Default 128. */
+  tcgCacheMiB?: number;
+  /** IPv4 /16 for host-VM links. Default 10.201.0.0/16. */
+  vmSubnet?: string;
+}
+
+export interface BootOptions {
+  vmId: string;
+  /** Guest RAM, MiB. Default 512. */
+  memoryMiB?: number;
+  /** Default 1. */
+  vcpus?: number;
+  workload?: WorkloadSpec;
+  hostname?: string;
+  /** Root disk to put the VM's first copy-on-write layer on. Default: the host's Debian base disk. */
+  baseDisk?: { path: string; format: 'raw' | 'qcow2' };
+  /** Resolve only once this guest TCP port accepts connections. */
+  waitForPort?: number;
+  /** Deadline for the guest init (and `waitForPort`), ms. Default 120 000. */
+  bootTimeoutMs?: number;
+}
+
+export interface CloneOptions {
+  vmId: string;
+  /** Default: the VM id. */
+  hostname?: string;
+}
+
+/** An immutable snapshot clones start from: RAM file, device state, frozen disk, initrd. */
+export interface Template {
+  id: string;
+  dir: string;
+  manifest: TemplateManifest;
+}
+
+export interface TemplateManifest extends SnapshotManifest {
+  kind: 'template';
+  /** The machine the template runs (paths relative to the data directory). */
+  machineConfig: MachineConfig;
+  /** The raw disk under the template's layer (relative to the data directory), by size. */
+  baseDisk: { path: string; sizeBytes: number };
+}
+
+const DEFAULT_MEMORY_MIB = 512;
+const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
+const QEMU_QUIT_TIMEOUT_MS = 10_000;
+
+/**
+ * The microVM engine of one host: boots VMs, turns a running VM into a template, clones templates,
+ * suspends and resumes clones, stops and destroys VMs. Operations on one VM are serialised.
+ * One Engine per data directory (enforced with a lock file).
+ */
+export class Engine {
+  private readonly vms = new Map<string, MicroVm>();
+  private readonly locks = new Map<string, Mutex>();
+  private readonly templates = new Map<string, Template>();
+  private closed = false;
+
+  private constructor(
+    readonly ctx: EngineContext,
+    private readonly lockFile: string,
+  ) {}
+
+  /**
+   * Opens the engine on a set-up data directory: takes its lock, then removes what a crashed
+   * predecessor left: QEMU processes, VM networks, sockets and uncommitted snapshot directories.
+   */
+  static async open(opts: EngineOptions): Promise<Engine> {
+    const dataDir = opts.dataDir;
+    const artifacts = opts.artifacts ?? (await loadHostArtifacts(dataDir));
+    const log = opts.log ?? createLogger('engine');
+    await mkdir(dataDir.root, { recursive: true });
+    const lockFile = join(dataDir.root, 'engine.lock');
+    await acquireLock(lockFile, dataDir.root);
+    const ctx: EngineContext = {
+      dataDir,
+      artifacts,
+      log,
+      network: new NetworkManager({ stateDir: join(dataDir.root, 'run', 'net'), ...(opts.vmSubnet ? { subnet: opts.vmSubnet } : {}) }),
+      verified: new VerifiedFiles(),
+      tcgCacheMiB: opts.tcgCacheMiB ?? 128,
+      qmpConnectTimeoutMs: 10_000,
+    };
+    const engine = new Engine(ctx, lockFile);
+    await engine.cleanupAfterCrash();
+    return engine;
+  }
+
+  private async cleanupAfterCrash(): Promise<void> {
+    const killed = await killOrphanQemus(this.ctx.dataDir.vmsDir);
+    if (killed > 0) this.ctx.log.warn('killed QEMU processes left by a previous engine', { count: killed });
+    await this.ctx.network.reapOrphans();
+    for (const id of await readdir(this.ctx.dataDir.vmsDir).catch(() => [] as string[])) {
+      const L = new VmLayout(this.ctx.dataDir.vmsDir, id);
+      await rm(L.runDir, { recursive: true, force: true });
+      for (const g of await readdir(L.snapshotsDir).catch(() => [] as string[])) {
+        if (g.endsWith('.tmp')) await rm(join(L.snapshotsDir, g), { recursive: true, force: true });
+      }
+    }
+    for (const t of await readdir(this.ctx.dataDir.templatesDir).catch(() => [] as string[])) {
+      if (t.includes('.tmp')) await rm(join(this.ctx.dataDir.templatesDir, t), { recursive: true, force: true });
+    }
+  }
+
+  get log(): Logger {
+    return this.ctx.log;
+  }
+
+  private lockFor(vmId: string): Mutex {
+    let m = this.locks.get(vmId);
+    if (!m) this.locks.set(vmId, (m = new Mutex()));
+    return m;
+  }
+
+  /** The VM handle if this engine knows the VM (running, or suspended/stopped since it was opened). */
+  get(vmId: string): MicroVm | undefined {
+    return this.vms.get(vmId);
+  }
+
+  list(): MicroVm[] {
+    return [...this.vms.values()];
+  }
+
+  private fingerprint(m: MachineConfig): MachineFingerprint {
+    return {
+      memoryMiB: m.memoryMiB,
+      vcpus: m.vcpus,
+      accel: m.accel,
+      qemuVersion: this.ctx.artifacts.qemuVersion,
+      kernelRelease: this.ctx.artifacts.kernel.release,
+      network: m.network,
+    };
+  }
+
+  /**
+   * Cold-boots a VM on a fresh copy-on-write layer over a base disk, with its RAM in a file
+   * (share=on) so that it can become a template. Resolves when hearth-init answers (and, with
+   * `waitForPort`, when that port accepts connections). On failure nothing of the VM is left running.
+   */
+  async boot(o: BootOptions): Promise<MicroVm> {
+    assertSafeId(o.vmId, 'VM id');
+    if (this.vms.has(o.vmId) || existsSync(new VmLayout(this.ctx.dataDir.vmsDir, o.vmId).dir)) {
+      throw new InvalidVmStateError(o.vmId, 'boot', 'exists', ['absent']);
+    }
+    const a = this.ctx.artifacts;
+    const L = new VmLayout(this.ctx.dataDir.vmsDir, o.vmId);
+    const machine: MachineConfig = {
+      memoryMiB: o.memoryMiB ?? DEFAULT_MEMORY_MIB,
+      vcpus: o.vcpus ?? 1,
+      accel: a.accel.accel,
+      kernelPath: a.kernel.vmlinuz,
+      initrdPath: L.initrd,
+      cmdline: defaultCmdline(),
+      tcgCacheMiB: this.ctx.tcgCacheMiB,
+      network: true,
+    };
+    const record: VmRecord = {
+      id: o.vmId,
+      createdAt: new Date().toISOString(),
+      origin: { kind: 'boot' },
+      machine,
+      hostname: o.hostname ?? o.vmId,
+      machineId: randomBytes(16).toString('hex'),
+      ...(o.workload ? { workload: o.workload } : {}),
+    };
+    const vm = new MicroVm(record, L, this.ctx.log.child(o.vmId), 'starting');
+    this.vms.set(vm.id, vm);
+    const t0 = Date.now();
+    try {
+      await mkdir(L.disksDir, { recursive: true });
+      await mkdir(L.snapshotsDir, { recursive: true });
+      await writeFileAtomic(L.recordFile, JSON.stringify(record, null, 2));
+      const baseDisk = o.baseDisk ?? { path: a.baseDisk.path, format: 'raw' as const };
+      await createOverlay(L.layer(1), baseDisk.path, baseDisk.format);
+      vm.network = await this.ctx.network.create();
+      const base = await readFile(a.initramfs);
+      const initrd = Buffer.concat([
+        base,
+        // The kernel only looks for the next archive at a 4-byte aligned offset after a compressed one.
+        Buffer.alloc((4 - (base.length % 4)) % 4),
+        bootConfigArchive({ workload: o.workload, hostname: record.hostname, network: vm.network.guest }),
+      ]);
+      await writeFile(L.initrd, initrd, { mode: 0o644 });
+      await launchQemu(this.ctx, vm, { memoryFile: L.memoryFile, memoryShared: true, rootDisk: L.layer(1), incoming: false, network: vm.network });
+      const timeoutMs = o.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
+      const deadline = Date.now() + timeoutMs;
+      const abort = () => vm.process?.exitError();
+      try {
+        const control = await vm.control(timeoutMs);
+        await control.ping(Math.max(1, deadline - Date.now()));
+        if (o.waitForPort !== undefined) {
+          await waitForTcp(vm.network.endpointIp, o.waitForPort, Math.max(1, deadline - Date.now()), abort);
+        }
+      } catch (e) {
+        vm.log.debug('boot wait failed', { error: (e as Error).message });
+        throw abort() ?? new BootTimeoutError(vm.id, o.waitForPort ? `port ${o.waitForPort}` : 'guest init', timeoutMs, await vm.consoleTail(15));
+      }
+      vm.state = 'running';
+      vm.log.info('booted', { ms: Date.now() - t0, accel: machine.accel });
+      return vm;
+    } catch (e) {
+      await this.teardown(vm, 'failed', `boot failed: ${(e as Error).message}`);
+      throw e;
+    }
+  }
+
+  /**
+   * Turns a running cold-booted VM into template `templateId`: stops it, saves its device state,
+   * and moves its RAM file, disk layer and initrd into templates/<id>/, frozen (read-only) and
+   * described by a checksummed manifest. The VM no longer exists afterwards.
+   */
+  async createTemplate(vm: MicroVm, templateId: string): Promise<Template> {
+    assertSafeId(templateId, 'template id');
+    return this.lockFor(vm.id).run(async () => {
+      if (vm.state !== 'running' || vm.record.origin.kind !== 'boot') {
+        throw new InvalidVmStateError(vm.id, 'make a template of', `${vm.state}/${vm.record.origin.kind}`, ['running/boot']);
+      }
+      const final = join(this.ctx.dataDir.templatesDir, templateId);
+      if (existsSync(final)) throw new InvalidVmStateError(templateId, 'create template', 'exists', ['absent']);
+      const tmp = `${final}.tmp-${randomBytes(4).toString('hex')}`;
+      await mkdir(tmp, { recursive: true });
+      const t0 = Date.now();
+      try {
+        const qmp = vm.qmp!;
+        await qmp.execute('stop');
+        await qmp.execute('xen-save-devices-state', { filename: join(tmp, 'devices.state'), live: false });
+        await this.quitQemu(vm);
+        const L = vm.layout;
+        await rename(L.memoryFile, join(tmp, 'memory.raw'));
+        await rename(L.layer(1), join(tmp, 'disk.qcow2'));
+        await rename(L.initrd, join(tmp, 'initrd.img'));
+        // The layer's backing path is relative to its directory: point it at the base disk from here.
+        const backing = await qcow2Backing(join(tmp, 'disk.qcow2'), L.disksDir);
+        await run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'raw', '-b', relative(final, backing), join(tmp, 'disk.qcow2')]);
+        for (const f of ['memory.raw', 'disk.qcow2', 'initrd.img', 'devices.state']) {
+          await fsyncFile(join(tmp, f));
+          await freezeLayer(join(tmp, f));
+        }
+        const dataRoot = this.ctx.dataDir.root;
+        const m = vm.record.machine;
+        const manifest: TemplateManifest = {
+          format: 'hearth-snapshot/1',
+          kind: 'template',
+          vmId: vm.id,
+          generation: 0,
+          createdAt: new Date().toISOString(),
+          machine: this.fingerprint(m),
+          machineConfig: { ...m, kernelPath: relative(dataRoot, m.kernelPath), initrdPath: 'initrd.img' },
+          memory: { ...(await recordFile(join(tmp, 'memory.raw'), 'memory.raw')), mode: 'full' },
+          devices: await recordFile(join(tmp, 'devices.state'), 'devices.state'),
+          diskLayers: [await recordFile(join(tmp, 'disk.qcow2'), 'disk.qcow2')],
+          initrd: await recordFile(join(tmp, 'initrd.img'), 'initrd.img'),
+          baseDisk: { path: relative(dataRoot, backing), sizeBytes: (await stat(backing)).size },
+          fsFrozen: false,
+        };
+        await writeManifest(tmp, manifest);
+        await rename(tmp, final);
+        await fsyncDir(this.ctx.dataDir.templatesDir);
+        await this.teardown(vm, 'stopped', `became template ${templateId}`);
+        await rm(L.dir, { recursive: true, force: true });
+        this.vms.delete(vm.id);
+        const template: Template = { id: templateId, dir: final, manifest };
+        for (const f of [manifest.memory, manifest.devices, manifest.initrd, ...manifest.diskLayers]) {
+          await this.ctx.verified.trust(join(final, f.path), f);
+        }
+        this.templates.set(templateId, template);
+        this.ctx.log.info('template created', { template: templateId, from: vm.id, ms: Date.now() - t0, memoryBytes: manifest.memory.sizeBytes });
+        return template;
+      } catch (e) {
+        await rm(tmp, { recursive: true, force: true });
+        if (vm.process && !vm.process.hasExited) await vm.qmp?.execute('cont').catch(() => undefined);
+        else await this.teardown(vm, 'failed', `template creation failed: ${(e as Error).message}`);
+        throw e;
+      }
+    });
+  }
+
+  /** Loads a template and verifies every file against its manifest (once per process per file). */
+  async template(templateId: string): Promise<Template> {
+    assertSafeId(templateId, 'template id');
+    const dir = join(this.ctx.dataDir.templatesDir, templateId);
+    if (!existsSync(dir)) throw new VmNotFoundError('template', templateId);
+    const manifest = (this.templates.get(templateId)?.manifest ?? (await readManifest(dir))) as TemplateManifest;
+    const m = manifest.machineConfig;
+    checkCompatible(dir, manifest.machine, this.fingerprint({ ...m, accel: this.ctx.artifacts.accel.accel }));
+    for (const f of [manifest.memory, manifest.devices, manifest.initrd, ...manifest.diskLayers]) {
+      await this.ctx.verified.verify(dir, join(dir, f.path), f);
+    }
+    const t: Template = { id: templateId, dir, manifest };
+    this.templates.set(templateId, t);
+    return t;
+  }
+
+  async deleteTemplate(templateId: string): Promise<void> {
+    assertSafeId(templateId, 'template id');
+    this.templates.delete(templateId);
+    await rm(join(this.ctx.dataDir.templatesDir, templateId), { recursive: true, force: true });
+  }
+
+  /** The machine config of a template, with paths resolved for this host. */
+  templateMachine(t: Template): MachineConfig {
+    const m = t.manifest.machineConfig;
+    return { ...m, kernelPath: resolve(this.ctx.dataDir.root, m.kernelPath), initrdPath: join(t.dir, m.initrdPath), tcgCacheMiB: this.ctx.tcgCacheMiB };
+  }
+
+  /**
+   * Starts a new VM from a template: its own copy-on-write disk layer and copy-on-write RAM (the
+   * template's RAM file mapped privately), continuing exactly where the template stopped, then
+   * restore hygiene (clock, RNG reseed, hostname, machine-id). On failure nothing is left behind.
+   */
+  async clone(template: Template, o: CloneOptions): Promise<MicroVm> {
+    assertSafeId(o.vmId, 'VM id');
+    const L = new VmLayout(this.ctx.dataDir.vmsDir, o.vmId);
+    if (this.vms.has(o.vmId) || existsSync(L.dir)) throw new InvalidVmStateError(o.vmId, 'clone', 'exists', ['absent']);
+    const record: VmRecord = {
+      id: o.vmId,
+      createdAt: new Date().toISOString(),
+      origin: { kind: 'clone', templateId: template.id },
+      machine: this.templateMachine(template),
+      hostname: (o.hostname ?? o.vmId).slice(0, 63),
+      machineId: randomBytes(16).toString('hex'),
+    };
+    const vm = new MicroVm(record, L, this.ctx.log.child(o.vmId), 'starting');
+    this.vms.set(vm.id, vm);
+    return this.lockFor(vm.id).run(async () => {
+      try {
+        await restoreClone(this.ctx, vm, template);
+        return vm;
+      } catch (e) {
+        await this.teardown(vm, 'failed', `clone failed: ${(e as Error).message}`);
+        await rm(L.dir, { recursive: true, force: true });
+        this.vms.delete(vm.id);
+        throw e;
+      }
+    });
+  }
+
+  /**
+   * Suspends a running clone to files: filesystems frozen, device state and the RAM that differs
+   * from the template saved, disk layer frozen, manifest committed last; then the QEMU process exits
+   * and the network is released (no process, no RAM held). See vm-suspend.ts for the failure contract.
+   */
+  async suspend(vm: MicroVm): Promise<void> {
+    await this.lockFor(vm.id).run(async () => {
+      if (vm.state !== 'running') throw new InvalidVmStateError(vm.id, 'suspend', vm.state, ['running']);
+      if (vm.record.origin.kind !== 'clone') throw new InvalidVmStateError(vm.id, 'suspend', 'cold-booted', ['clone']);
+      await suspendVm(this.ctx, vm, this.template.bind(this), (v, s, r) => this.teardown(v, s, r));
+    });
+  }
+
+  /**
+   * Resumes a suspended VM from its newest committed snapshot, verified against its manifest first.
+   * On failure the VM stays suspended with its snapshot untouched.
+   */
+  async resume(vmId: string): Promise<MicroVm> {
+    assertSafeId(vmId, 'VM id');
+    const vm = this.vms.get(vmId) ?? (await this.loadVm(vmId));
+    return this.lockFor(vmId).run(async () => {
+      if (vm.state !== 'suspended' && vm.state !== 'failed') throw new InvalidVmStateError(vm.id, 'resume', vm.state, ['suspended', 'failed']);
+      const template = await this.template((vm.record.origin as { templateId: string }).templateId);
+      try {
+        await resumeVm(this.ctx, vm, template);
+      } catch (e) {
+        await this.teardown(vm, vm.generation > 0 ? 'suspended' : 'failed', `resume failed: ${(e as Error).message}`);
+        throw e;
+      }
+      return vm;
+    });
+  }
+
+  /** Builds a handle for a VM that exists on disk but not in this engine's memory (e.g. after a restart). */
+  private async loadVm(vmId: string): Promise<MicroVm> {
+    const L = new VmLayout(this.ctx.dataDir.vmsDir, vmId);
+    let record: VmRecord;
+    try {
+      record = JSON.parse(await readFile(L.recordFile, 'utf8')) as VmRecord;
+    } catch {
+      throw new VmNotFoundError('VM', vmId);
+    }
+    const vm = new MicroVm(record, L, this.ctx.log.child(vmId), 'suspended');
+    const gens = (await readdir(L.snapshotsDir).catch(() => [] as string[]))
+      .map((g) => /^gen-(\d+)$/.exec(g)?.[1])
+      .filter((g): g is string => g !== undefined)
+      .map(Number);
+    vm.generation = gens.length ? Math.max(...gens) : 0;
+    if (vm.generation === 0) {
+      vm.state = 'failed';
+      vm.stateReason = 'no committed snapshot';
+    }
+    this.vms.set(vmId, vm);
+    return vm;
+  }
+
+  /**
+   * Stops a running VM: asks hearth-init to stop the workload (SIGTERM, SIGKILL after `graceMs`)
+   * and power off; if the guest does not, QMP quit, then SIGKILL. The VM's files stay until destroy.
+   */
+  async stop(vm: MicroVm, opts: { graceMs?: number } = {}): Promise<void> {
+    await this.lockFor(vm.id).run(async () => {
+      if (vm.state !== 'running') return;
+      vm.state = 'stopping';
+      const graceMs = opts.graceMs ?? 5_000;
+      try {
+        const c = await vm.control(1_000);
+        await c.poweroff(graceMs, 2_000);
+        await vm.process?.waitExit(graceMs + 5_000);
+      } catch {
+        /* fall through to quit / kill */
+      }
+      await this.quitQemu(vm);
+      await this.teardown(vm, 'stopped', 'stopped');
+    });
+  }
+
+  /** Kills a VM's QEMU at once (SIGKILL) and releases its network. Files stay until destroy. */
+  async kill(vm: MicroVm, reason = 'killed'): Promise<void> {
+    vm.process?.kill('SIGKILL');
+    await this.teardown(vm, 'stopped', reason);
+  }
+
+  /** Kills the VM if it runs and deletes all its files, snapshots included. Idempotent. */
+  async destroy(vmId: string): Promise<void> {
+    assertSafeId(vmId, 'VM id');
+    const vm = this.vms.get(vmId);
+    await this.lockFor(vmId).run(async () => {
+      if (vm) {
+        vm.process?.kill('SIGKILL');
+        await this.teardown(vm, 'stopped', 'destroyed');
+      }
+      await rm(new VmLayout(this.ctx.dataDir.vmsDir, vmId).dir, { recursive: true, force: true });
+      this.vms.delete(vmId);
+    });
+    this.locks.delete(vmId);
+  }
+
+  /** QMP quit, then SIGKILL if QEMU has not exited within QEMU_QUIT_TIMEOUT_MS. */
+  private async quitQemu(vm: MicroVm): Promise<void> {
+    const p = vm.process;
+    if (!p || p.hasExited) return;
+    await vm.qmp?.execute('quit', undefined, { timeoutMs: 2_000 }).catch(() => undefined);
+    await p.waitExit(QEMU_QUIT_TIMEOUT_MS);
+  }
+
+  /**
+   * Releases everything a VM holds while it runs: QEMU (killed if still alive), connections,
+   * network, sockets. Sets the final state. Never throws.
+   */
+  private async teardown(vm: MicroVm, state: MicroVm['state'], reason: string): Promise<void> {
+    if (vm.process && !vm.process.hasExited) {
+      vm.process.kill('SIGKILL');
+      await vm.process.exited;
+    }
+    vm.process = undefined;
+    vm.disconnect();
+    if (vm.network) {
+      await this.ctx.network.destroy(vm.network).catch((e: Error) => vm.log.error('network cleanup failed', { error: e.message }));
+      vm.network = undefined;
+    }
+    await rm(vm.layout.runDir, { recursive: true, force: true });
+    vm.state = state;
+    vm.stateReason = reason;
+  }
+
+  /**
+   * Closes the engine. By default running VMs are killed and their networks removed; suspended VMs
+   * stay on disk for a later engine to resume.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const vm of this.vms.values()) {
+      if (vm.process) await this.teardown(vm, 'stopped', 'engine closed');
+    }
+    await rm(this.lockFile, { force: true });
+  }
+}
+
+async function qcow2Backing(path: string, relativeTo: string): Promise<string> {
+  const info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', path])).stdout) as { 'backing-filename'?: string };
+  const b = info['backing-filename'];
+  if (!b) throw new Error(`${path} has no backing file`);
+  return resolve(relativeTo, b);
+}
+
+async function acquireLock(lockFile: string, dir: string): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(lockFile, `${process.pid}\n`, { flag: 'wx' });
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number((await readFile(lockFile, 'utf8').catch(() => '')).trim());
+      if (pid && pid !== process.pid && isAlive(pid)) throw new EngineLockedError(dir, pid);
+      await rm(lockFile, { force: true }); // stale: its owner is gone
+    }
+  }
+  throw new Error(`cannot take lock ${lockFile}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+

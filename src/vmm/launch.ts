@@ -1,0 +1,87 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import type { VmNetwork } from '../net/vm-network.js';
+import type { EngineContext } from './context.js';
+import type { MicroVm } from './microvm.js';
+import { qemuArgs } from './qemu-args.js';
+import { QemuProcess } from './qemu-process.js';
+import { QmpClient } from './qmp-client.js';
+import { connectUnix } from './unix-socket.js';
+import { QmpError } from './errors.js';
+
+export interface LaunchOptions {
+  memoryFile: string;
+  memoryShared: boolean;
+  rootDisk: string;
+  incoming: boolean;
+  network: VmNetwork;
+}
+
+/**
+ * Starts QEMU for `vm` inside its network namespace and connects QMP. On failure the process is
+ * killed before the error propagates (no orphan).
+ */
+export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptions): Promise<void> {
+  const L = vm.layout;
+  await rm(L.runDir, { recursive: true, force: true });
+  await mkdir(L.runDir, { recursive: true, mode: 0o700 });
+  const args = qemuArgs(vm.id, vm.record.machine, {
+    memoryFile: o.memoryFile,
+    memoryShared: o.memoryShared,
+    rootDisk: o.rootDisk,
+    qmpSocket: L.qmpSocket,
+    agentSocket: L.agentSocket,
+    controlSocket: L.controlSocket,
+    consoleLog: L.consoleLog,
+    tapName: o.network.tapName,
+    macAddress: o.network.macAddress,
+    incoming: o.incoming,
+  });
+  const proc = QemuProcess.spawn({ vmId: vm.id, args, netnsPath: o.network.netnsPath, log: ctx.log });
+  vm.process = proc;
+  try {
+    await writeFile(L.pidFile, `${proc.pid}\n`);
+    vm.qmp = await QmpClient.connect(L.qmpSocket, { timeoutMs: ctx.qmpConnectTimeoutMs, abort: () => proc.exitError() });
+    if (o.incoming) {
+      await vm.qmp.execute('migrate-set-capabilities', {
+        capabilities: [
+          { capability: 'x-ignore-shared', state: true },
+          { capability: 'events', state: true },
+        ],
+      });
+    }
+  } catch (e) {
+    proc.kill('SIGKILL');
+    await proc.exited;
+    vm.process = undefined;
+    vm.qmp?.close();
+    vm.qmp = undefined;
+    throw proc.exitError() ?? e;
+  }
+}
+
+/**
+ * Loads a device-state file into a QEMU started with `incoming`: QEMU listens on a Unix socket and
+ * Hearth streams the file into it (no shell, no helper process inside QEMU's sandbox).
+ * Precondition: guest RAM already holds the snapshot's memory. The VM stays paused.
+ */
+export async function loadDeviceState(vm: MicroVm, devicesFile: string, timeoutMs = 30_000): Promise<void> {
+  const qmp = vm.qmp!;
+  const sock = vm.layout.migrationSocket;
+  await qmp.execute('migrate-incoming', { uri: `unix:${sock}` });
+  const done = qmp.waitForEvent('MIGRATION', {
+    timeoutMs,
+    predicate: (e) => e.data?.status === 'completed' || e.data?.status === 'failed',
+  });
+  done.catch(() => undefined);
+  const conn = await connectUnix(sock, 5_000, () => vm.process?.exitError());
+  await pipeline(createReadStream(devicesFile), conn);
+  const ev = await Promise.race([
+    done,
+    vm.process!.exited.then(() => {
+      throw vm.process!.exitError();
+    }),
+  ]);
+  if (ev.data?.status !== 'completed') throw new QmpError('migrate-incoming', `device state load ${String(ev.data?.status)}`);
+}

@@ -1,0 +1,102 @@
+import { readFile } from 'node:fs/promises';
+import type { Logger } from '../util/log.js';
+import type { WorkloadSpec } from '../guest/workload-config.js';
+import type { VmNetwork } from '../net/vm-network.js';
+import { GuestAgentClient } from './guest-agent-client.js';
+import { GuestControlClient } from './guest-control.js';
+import type { MachineConfig } from './qemu-args.js';
+import type { QemuProcess } from './qemu-process.js';
+import type { QmpClient } from './qmp-client.js';
+import type { VmLayout } from './vm-layout.js';
+
+/**
+ * Engine-level VM states. (The control plane maps these onto the API's PENDING/RUNNING/SUSPENDING/
+ * SUSPENDED/TERMINATING/TERMINATED.)
+ */
+export type VmState = 'starting' | 'running' | 'suspending' | 'suspended' | 'stopping' | 'stopped' | 'failed';
+
+export type VmOrigin = { kind: 'boot' } | { kind: 'clone'; templateId: string };
+
+/** What is known about a VM for its whole life, written to vm.json when it is created. */
+export interface VmRecord {
+  id: string;
+  createdAt: string;
+  origin: VmOrigin;
+  machine: MachineConfig;
+  hostname: string;
+  /** 32 hex digits, the VM's /etc/machine-id. */
+  machineId: string;
+  workload?: WorkloadSpec;
+}
+
+/** A microVM on this host: the handle the engine hands out for a running (or suspended) VM. */
+export class MicroVm {
+  state: VmState;
+  /** Why the VM is failed or stopped, when it is. */
+  stateReason: string | undefined;
+  process: QemuProcess | undefined;
+  qmp: QmpClient | undefined;
+  network: VmNetwork | undefined;
+  /** Number of the newest committed suspend snapshot (0: none). */
+  generation = 0;
+  /** Number of the disk layer the running guest writes to. */
+  activeLayer = 1;
+  private agentClient: GuestAgentClient | undefined;
+  private controlClient: GuestControlClient | undefined;
+
+  constructor(
+    readonly record: VmRecord,
+    readonly layout: VmLayout,
+    readonly log: Logger,
+    state: VmState,
+  ) {
+    this.state = state;
+  }
+
+  get id(): string {
+    return this.record.id;
+  }
+
+  /** Host address where the VM's TCP ports are reachable (forwarded to the guest), while it runs. */
+  get hostAddress(): string | undefined {
+    return this.state === 'running' ? this.network?.endpointIp : undefined;
+  }
+
+  /** The guest agent (qemu-ga), connected on first use. Only while the VM runs. */
+  async agent(timeoutMs = 30_000): Promise<GuestAgentClient> {
+    if (!this.agentClient) {
+      this.agentClient = await GuestAgentClient.connect(this.layout.agentSocket, {
+        timeoutMs,
+        abort: () => this.process?.exitError(),
+      });
+    }
+    return this.agentClient;
+  }
+
+  /** hearth-init's control port, connected on first use. Only while the VM runs. */
+  async control(timeoutMs = 30_000): Promise<GuestControlClient> {
+    if (!this.controlClient) {
+      this.controlClient = await GuestControlClient.connect(this.layout.controlSocket, {
+        timeoutMs,
+        abort: () => this.process?.exitError(),
+      });
+    }
+    return this.controlClient;
+  }
+
+  /** The last `lines` lines the guest printed on its console. */
+  async consoleTail(lines = 20): Promise<string> {
+    const text = await readFile(this.layout.consoleLog, 'utf8').catch(() => '');
+    return text.split('\n').slice(-lines - 1).join('\n');
+  }
+
+  /** Closes the host-side connections to this VM's QEMU (not the VM itself). */
+  disconnect(): void {
+    this.agentClient?.close();
+    this.controlClient?.close();
+    this.qmp?.close();
+    this.agentClient = undefined;
+    this.controlClient = undefined;
+    this.qmp = undefined;
+  }
+}

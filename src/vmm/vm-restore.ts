@@ -1,0 +1,96 @@
+import { mkdir, readdir, realpath, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../util/fs-atomic.js';
+import { faultPoint } from '../util/faults.js';
+import type { EngineContext } from './context.js';
+import { createOverlay } from './disk.js';
+import { SnapshotCorruptError, SnapshotIncompatibleError } from './errors.js';
+import { launchQemu, loadDeviceState } from './launch.js';
+import { loadMemoryDiff, MemoryDiffFormatError } from './memory-diff.js';
+import type { MicroVm } from './microvm.js';
+import { applyRestoreHygiene } from './restore-hygiene.js';
+import { checkCompatible, readManifest } from './snapshot-manifest.js';
+import type { Template } from './engine.js';
+import { parseLayer } from './vm-layout.js';
+
+/** Starts QEMU for a restore and connects the guest channels while the device state loads. */
+async function startRestore(ctx: EngineContext, vm: MicroVm, template: Template, rootDisk: string): Promise<string> {
+  const memoryFile = await realpath(join(template.dir, template.manifest.memory.path));
+  vm.network = await ctx.network.create();
+  await launchQemu(ctx, vm, { memoryFile, memoryShared: false, rootDisk, incoming: true, network: vm.network });
+  // Connecting now means the guest sees its control port open the moment it runs.
+  void vm.control().catch(() => undefined);
+  return memoryFile;
+}
+
+async function finishRestore(vm: MicroVm, devicesFile: string, thaw: boolean): Promise<void> {
+  await loadDeviceState(vm, devicesFile);
+  await faultPoint('restore.before-cont');
+  await vm.qmp!.execute('cont');
+  await applyRestoreHygiene(vm, { thaw });
+  vm.state = 'running';
+}
+
+/**
+ * Clone: first disk layer over the template's, template RAM mapped privately, template device state.
+ * Preconditions: `vm` is new (state starting). On failure the caller tears the VM down.
+ */
+export async function restoreClone(ctx: EngineContext, vm: MicroVm, template: Template): Promise<void> {
+  const t0 = Date.now();
+  const L = vm.layout;
+  await mkdir(L.disksDir, { recursive: true });
+  await mkdir(L.snapshotsDir, { recursive: true });
+  await writeFileAtomic(L.recordFile, JSON.stringify(vm.record, null, 2));
+  await createOverlay(L.layer(1), join(template.dir, template.manifest.diskLayers[0]!.path), 'qcow2');
+  vm.activeLayer = 1;
+  await startRestore(ctx, vm, template, L.layer(1));
+  await finishRestore(vm, join(template.dir, template.manifest.devices.path), template.manifest.fsFrozen);
+  vm.log.info('cloned', { template: template.id, ms: Date.now() - t0 });
+}
+
+/**
+ * Resume: verify the newest committed snapshot, put a new writable layer on its frozen disk chain,
+ * map the template RAM privately, write back the saved RAM diff, load the device state, run, then
+ * restore hygiene and thaw. Layers not in the manifest (left by a run that never committed) are
+ * deleted first. On failure the new layer is removed; the snapshot is untouched.
+ */
+export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Template): Promise<void> {
+  const t0 = Date.now();
+  const L = vm.layout;
+  if (vm.generation === 0) throw new SnapshotCorruptError(L.snapshotsDir, 'the VM has no committed snapshot');
+  const dir = L.generationDir(vm.generation);
+  const m = await readManifest(dir);
+  checkCompatible(dir, m.machine, template.manifest.machine);
+  if (m.template?.id !== template.id || m.template.memorySha256 !== template.manifest.memory.sha256) {
+    throw new SnapshotIncompatibleError(dir, `made from template ${m.template?.id ?? '?'} with different memory`);
+  }
+  for (const f of [m.memory, m.devices, ...m.diskLayers]) await ctx.verified.verify(dir, join(L.dir, f.path), f);
+
+  const keep = new Set(m.diskLayers.map((f) => f.path.split('/').pop()));
+  let top = 0;
+  for (const f of await readdir(L.disksDir)) {
+    const n = parseLayer(f);
+    if (n === undefined) continue;
+    if (!keep.has(f)) await rm(join(L.disksDir, f), { force: true });
+    else top = Math.max(top, n);
+  }
+  const next = top + 1;
+  await createOverlay(L.layer(next), join(L.dir, m.diskLayers[m.diskLayers.length - 1]!.path), 'qcow2');
+  vm.activeLayer = next;
+  try {
+    const memoryFile = await startRestore(ctx, vm, template, L.layer(next));
+    try {
+      await loadMemoryDiff(vm.process!.pid, memoryFile, vm.record.machine.memoryMiB * 1024 * 1024, join(L.dir, m.memory.path));
+    } catch (e) {
+      if (e instanceof MemoryDiffFormatError) throw new SnapshotCorruptError(dir, `memory diff: ${e.message}`);
+      throw e;
+    }
+    await finishRestore(vm, join(L.dir, m.devices.path), m.fsFrozen);
+  } catch (e) {
+    vm.process?.kill('SIGKILL');
+    await vm.process?.exited;
+    await rm(L.layer(next), { force: true });
+    throw e;
+  }
+  vm.log.info('resumed', { generation: vm.generation, ms: Date.now() - t0 });
+}
