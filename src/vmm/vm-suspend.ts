@@ -47,10 +47,13 @@ export async function suspendVm(
     const agent = await vm.agent(FREEZE_TIMEOUT_MS);
     await agent.fsfreezeFreeze(FREEZE_TIMEOUT_MS);
   } catch (e) {
-    await thawQuietly(vm);
-    vm.state = vm.process?.hasExited ? afterCrash : 'running';
-    if (vm.state !== 'running') await teardown(vm, afterCrash, `QEMU exited during suspend (freeze)`);
-    throw new SuspendFailedError(vm.id, 'freeze', vm.state === 'running', { cause: e });
+    if (await qemuAlive(vm)) {
+      await thawQuietly(vm);
+      vm.state = 'running';
+      throw new SuspendFailedError(vm.id, 'freeze', true, { cause: e });
+    }
+    await teardown(vm, afterCrash, 'QEMU exited during suspend (freeze)');
+    throw new SuspendFailedError(vm.id, 'freeze', false, { cause: e });
   }
   const tFrozen = Date.now();
 
@@ -68,7 +71,7 @@ export async function suspendVm(
     await faultPoint('suspend.after-memory');
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
-    if (vm.process && !vm.process.hasExited) {
+    if (await qemuAlive(vm)) {
       await vm.qmp?.execute('cont').catch(() => undefined);
       await thawQuietly(vm);
       vm.state = 'running';
@@ -141,6 +144,23 @@ export async function suspendVm(
     ramPages: memStats.pagesSaved,
     zeroPages: memStats.zeroPages,
   });
+}
+
+/**
+ * Whether the VM's QEMU still answers. A failed step may be the first sign that QEMU died, before
+ * its exit has been observed, so ask it (and then wait briefly for the exit) instead of trusting
+ * what is known so far.
+ */
+async function qemuAlive(vm: MicroVm): Promise<boolean> {
+  const p = vm.process;
+  if (!p || p.hasExited || !vm.qmp) return false;
+  try {
+    await vm.qmp.execute('query-status', undefined, { timeoutMs: 2_000 });
+    return true;
+  } catch {
+    await p.waitExit(2_000);
+    return false;
+  }
 }
 
 async function thawQuietly(vm: MicroVm): Promise<void> {

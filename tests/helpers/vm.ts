@@ -1,0 +1,58 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Engine } from '../../src/vmm/engine.js';
+import type { MicroVm } from '../../src/vmm/microvm.js';
+import { testDataDir } from './env.js';
+
+export function openEngine(): Promise<Engine> {
+  return Engine.open({ dataDir: testDataDir() });
+}
+
+export function uniqueId(prefix: string): string {
+  return `${prefix}-${randomBytes(3).toString('hex')}`;
+}
+
+/** GET a JSON path from the VM's port 8080, through its network namespace forwarding. */
+export async function getJson<T = Record<string, unknown>>(vm: MicroVm, path = '/', port = 8080): Promise<T> {
+  if (!vm.hostAddress) throw new Error(`VM ${vm.id} is not running (${vm.state})`);
+  const res = await fetch(`http://${vm.hostAddress}:${port}${path}`, { signal: AbortSignal.timeout(30_000) });
+  if (!res.ok) throw new Error(`GET ${path}: ${res.status}`);
+  return (await res.json()) as T;
+}
+
+/** Runs a shell command in the guest through the agent and returns stdout (throws on non-zero exit). */
+export async function sh(vm: MicroVm, script: string): Promise<string> {
+  const agent = await vm.agent();
+  const r = await agent.exec('/bin/sh', ['-c', script], { timeoutMs: 60_000 });
+  if (r.exitCode !== 0) throw new Error(`guest command failed (${r.exitCode}): ${r.stderr.toString()}`);
+  return r.stdout.toString();
+}
+
+export interface Leftovers {
+  qemuPids: number[];
+  networks: string[];
+  runDirs: string[];
+}
+
+/** What is left on the host for VMs of the test data directory: processes, networks, socket dirs. */
+export async function leftovers(exceptVmIds: string[] = []): Promise<Leftovers> {
+  const dataDir = testDataDir();
+  const qemuPids: number[] = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const argv = (await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (!argv[0]?.endsWith('qemu-system-x86_64')) continue;
+    if (!argv.some((a) => a.includes(dataDir.vmsDir + '/'))) continue;
+    if (exceptVmIds.some((id) => argv.some((a) => a.includes(`/vms/${id}/`)))) continue;
+    qemuPids.push(Number(d));
+  }
+  const networks = await readdir(join(dataDir.root, 'run', 'net')).catch(() => [] as string[]);
+  const runDirs: string[] = [];
+  for (const id of await readdir(dataDir.vmsDir).catch(() => [] as string[])) {
+    if (exceptVmIds.includes(id)) continue;
+    const entries = await readdir(join(dataDir.vmsDir, id)).catch(() => [] as string[]);
+    if (entries.includes('run')) runDirs.push(id);
+  }
+  return { qemuPids, networks, runDirs };
+}
