@@ -30,9 +30,14 @@ export default async function setup(project: TestProject): Promise<void> {
       await engine.deleteTemplate(templateId);
     }
     await engine.destroy('tpl-counter');
-    const vm = await engine.boot({ vmId: 'tpl-counter', workload: { argv: ['python3', '-c', COUNTER_APP] }, waitForPort: COUNTER_PORT });
+    const vm = await engine.boot({
+      vmId: 'tpl-counter',
+      workload: { argv: ['python3', '-c', COUNTER_APP] },
+      waitForPort: COUNTER_PORT,
+    });
     // Serve a few requests first: clones must continue from this state (count 3), not from a fresh start.
-    for (let i = 0; i < TEMPLATE_REQUESTS; i++) await fetch(`http://${vm.hostAddress}:${COUNTER_PORT}/`).then((r) => r.text());
+    for (let i = 0; i < TEMPLATE_REQUESTS; i++)
+      await fetch(`http://${vm.hostAddress}:${COUNTER_PORT}/`).then((r) => r.text());
     await engine.createTemplate(vm, templateId);
   } finally {
     await engine.close();

@@ -30,7 +30,9 @@ export interface BaseDisk {
  * packages, and turns it into an ext4 disk image with mkfs.ext4 -d.
  */
 export async function ensureBaseDisk(baseDisksDir: string): Promise<BaseDisk> {
-  const key = sha256(JSON.stringify({ v: 1, suite: BASE_SUITE, packages: BASE_PACKAGES, size: BASE_DISK_SIZE_MIB })).slice(0, 12);
+  const key = sha256(
+    JSON.stringify({ v: 1, suite: BASE_SUITE, packages: BASE_PACKAGES, size: BASE_DISK_SIZE_MIB }),
+  ).slice(0, 12);
   const name = `${BASE_SUITE}-${key}`;
   const dir = join(baseDisksDir, name);
   const manifest = join(dir, 'base.json');
@@ -46,12 +48,29 @@ export async function ensureBaseDisk(baseDisksDir: string): Promise<BaseDisk> {
     const t0 = Date.now();
     await run(
       'mmdebstrap',
-      ['--variant=minbase', `--include=${BASE_PACKAGES.join(',')}`, '--quiet', BASE_SUITE, join(staging, 'rootfs.tar')],
+      [
+        '--variant=minbase',
+        `--include=${BASE_PACKAGES.join(',')}`,
+        '--quiet',
+        BASE_SUITE,
+        join(staging, 'rootfs.tar'),
+      ],
       { timeoutMs: 1_800_000 },
     );
     await run('tar', ['-C', rootfs, '--numeric-owner', '-xpf', join(staging, 'rootfs.tar')]);
     const disk = join(staging, 'disk.raw');
-    await run('mkfs.ext4', ['-q', '-F', '-L', 'hearth-root', '-E', 'root_owner=0:0', '-d', rootfs, disk, `${BASE_DISK_SIZE_MIB}M`]);
+    await run('mkfs.ext4', [
+      '-q',
+      '-F',
+      '-L',
+      'hearth-root',
+      '-E',
+      'root_owner=0:0',
+      '-d',
+      rootfs,
+      disk,
+      `${BASE_DISK_SIZE_MIB}M`,
+    ]);
     const base: BaseDisk = {
       name,
       path: join(dir, 'disk.raw'),

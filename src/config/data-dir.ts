@@ -50,6 +50,7 @@ const ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /** Throws unless `id` is safe to use as one path component (lowercase letters, digits, '-'). */
 export function assertSafeId(id: string, what = 'id'): string {
-  if (!ID_PATTERN.test(id)) throw new TypeError(`invalid ${what} '${id.slice(0, 80)}': must match ${ID_PATTERN}`);
+  if (!ID_PATTERN.test(id))
+    throw new TypeError(`invalid ${what} '${id.slice(0, 80)}': must match ${ID_PATTERN}`);
   return id;
 }

@@ -41,7 +41,8 @@ export async function ensureAgentBundle(guestDir: string): Promise<AgentBundle> 
       if (!lib) continue;
       await copyFile(lib, join(staging, basename(lib)));
     }
-    if (!existsSync(join(staging, 'ld-linux-x86-64.so.2'))) throw new Error('ldd did not report the ELF loader');
+    if (!existsSync(join(staging, 'ld-linux-x86-64.so.2')))
+      throw new Error('ldd did not report the ELF loader');
     const bundle: AgentBundle = { version, dir };
     await writeFileAtomic(join(staging, 'agent.json'), JSON.stringify(bundle, null, 2));
     await rm(dir, { recursive: true, force: true });

@@ -10,7 +10,10 @@ import { aptUpdate } from '../host/packages.js';
 export async function downloadAndExtract(pkg: string, workDir: string): Promise<string> {
   const dir = await mkdtemp(join(workDir, '.dl-'));
   const download = () =>
-    run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', pkg], { cwd: dir, timeoutMs: 600_000 });
+    run('apt-get', ['download', '-q', '-o', 'APT::Sandbox::User=root', pkg], {
+      cwd: dir,
+      timeoutMs: 600_000,
+    });
   try {
     try {
       await download();

@@ -51,7 +51,15 @@ export async function ensureInitramfs(
   const init = await readFile(initBinary);
   const agentFiles = (await readdir(agent.dir)).filter((f) => f !== 'agent.json').sort();
   const key = sha256(
-    [sha256(stage1), sha256(busybox), sha256(init), kernel.release, kernel.loadOrder.join(','), agent.version, agentFiles.join(',')].join('|'),
+    [
+      sha256(stage1),
+      sha256(busybox),
+      sha256(init),
+      kernel.release,
+      kernel.loadOrder.join(','),
+      agent.version,
+      agentFiles.join(','),
+    ].join('|'),
   ).slice(0, 16);
   const out = join(guestDir, `initramfs-${key}.cpio.gz`);
   if (existsSync(out)) return out;
@@ -63,9 +71,17 @@ export async function ensureInitramfs(
   entries.push({ path: 'init', data: stage1, mode: 0o755 });
   entries.push({ path: 'bin/busybox', data: busybox, mode: 0o755 });
   for (const m of kernel.loadOrder) {
-    entries.push({ path: `lib/modules/${m}.ko`, data: await readFile(join(kernel.modulesDir, `${m}.ko`)), mode: 0o644 });
+    entries.push({
+      path: `lib/modules/${m}.ko`,
+      data: await readFile(join(kernel.modulesDir, `${m}.ko`)),
+      mode: 0o644,
+    });
   }
-  entries.push({ path: 'lib/modules/load-order', data: Buffer.from(kernel.loadOrder.join('\n') + '\n'), mode: 0o644 });
+  entries.push({
+    path: 'lib/modules/load-order',
+    data: Buffer.from(kernel.loadOrder.join('\n') + '\n'),
+    mode: 0o644,
+  });
   entries.push({ path: 'hearth/init', data: init, mode: 0o755 });
   for (const f of agentFiles) {
     const p = join(agent.dir, f);
@@ -81,7 +97,8 @@ export async function ensureInitramfs(
 export async function pruneGuestBuilds(guestDir: string, keep: readonly string[]): Promise<void> {
   for (const f of await readdir(guestDir).catch(() => [] as string[])) {
     const p = join(guestDir, f);
-    if ((f.startsWith('initramfs-') || f.startsWith('hearth-init-')) && !keep.includes(p)) await rm(p, { force: true });
+    if ((f.startsWith('initramfs-') || f.startsWith('hearth-init-')) && !keep.includes(p))
+      await rm(p, { force: true });
   }
 }
 

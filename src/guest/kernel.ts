@@ -16,7 +16,13 @@ export const KERNEL_META_PACKAGE = 'linux-image-cloud-amd64';
  * Modules the guest needs that Debian's cloud kernel builds as modules: the virtio-mmio transport of
  * `-M microvm`, the root disk, the network, virtio-serial (agent and control ports) and virtio-rng.
  */
-export const GUEST_MODULES = ['virtio_mmio', 'virtio_blk', 'virtio_net', 'virtio_console', 'virtio-rng'] as const;
+export const GUEST_MODULES = [
+  'virtio_mmio',
+  'virtio_blk',
+  'virtio_net',
+  'virtio_console',
+  'virtio-rng',
+] as const;
 
 export interface GuestKernel {
   /** Kernel release, e.g. 6.1.0-56-cloud-amd64. */
@@ -30,7 +36,8 @@ export interface GuestKernel {
 }
 
 async function resolveKernelPackage(): Promise<string> {
-  const query = async () => (await run('apt-cache', ['depends', KERNEL_META_PACKAGE], { allowFailure: true })).stdout;
+  const query = async () =>
+    (await run('apt-cache', ['depends', KERNEL_META_PACKAGE], { allowFailure: true })).stdout;
   let out = await query();
   if (!/Depends: linux-image-/.test(out)) {
     await aptUpdate();

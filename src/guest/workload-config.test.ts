@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_ARGS, MAX_CONFIG_BYTES, MAX_ENV, bootConfigArchive, encodeBootConfig, type GuestBootConfig } from './workload-config.js';
+import {
+  MAX_ARGS,
+  MAX_CONFIG_BYTES,
+  MAX_ENV,
+  bootConfigArchive,
+  encodeBootConfig,
+  type GuestBootConfig,
+} from './workload-config.js';
 
 /** Splits an encoded config back into [key, value] pairs, checking it is a whole number of pairs. */
 function decode(buf: Buffer): [string, string][] {
@@ -49,7 +56,11 @@ describe('encodeBootConfig', () => {
 
   it('omits optional keys that are not set', () => {
     const pairs = decode(
-      encodeBootConfig({ hostname: 'h', workload: { argv: ['sleep', 'inf'] }, network: { ipCidr: '10.0.0.2/30', gateway: '10.0.0.1' } }),
+      encodeBootConfig({
+        hostname: 'h',
+        workload: { argv: ['sleep', 'inf'] },
+        network: { ipCidr: '10.0.0.2/30', gateway: '10.0.0.1' },
+      }),
     );
     expect(pairs).toEqual([
       ['hostname', 'h'],
@@ -61,7 +72,9 @@ describe('encodeBootConfig', () => {
   });
 
   it('keeps UTF-8 values intact', () => {
-    const pairs = decode(encodeBootConfig({ hostname: 'h', workload: { argv: ['echo', 'grüße ✓'], env: ['GREETING=héllo'] } }));
+    const pairs = decode(
+      encodeBootConfig({ hostname: 'h', workload: { argv: ['echo', 'grüße ✓'], env: ['GREETING=héllo'] } }),
+    );
     expect(pairs).toContainEqual(['arg', 'grüße ✓']);
     expect(pairs).toContainEqual(['env', 'GREETING=héllo']);
   });
@@ -80,16 +93,26 @@ describe('encodeBootConfig', () => {
 
   it('rejects NUL bytes in arguments, env, cwd, user, ip and gateway', () => {
     const base = { hostname: 'h' };
-    expect(() => encodeBootConfig({ ...base, workload: { argv: ['ok', 'b\0ad'] } })).toThrow(/argument must not contain NUL/);
-    expect(() => encodeBootConfig({ ...base, workload: { argv: ['x'], env: ['A=\0'] } })).toThrow(/environment entry must not contain NUL/);
+    expect(() => encodeBootConfig({ ...base, workload: { argv: ['ok', 'b\0ad'] } })).toThrow(
+      /argument must not contain NUL/,
+    );
+    expect(() => encodeBootConfig({ ...base, workload: { argv: ['x'], env: ['A=\0'] } })).toThrow(
+      /environment entry must not contain NUL/,
+    );
     expect(() => encodeBootConfig({ ...base, workload: { argv: ['x'], cwd: '/a\0' } })).toThrow(/cwd/);
     expect(() => encodeBootConfig({ ...base, workload: { argv: ['x'], user: 'r\0oot' } })).toThrow(/user/);
-    expect(() => encodeBootConfig({ ...base, network: { ipCidr: '10.0.0.2/30\0', gateway: '10.0.0.1' } })).toThrow(/ip/);
-    expect(() => encodeBootConfig({ ...base, network: { ipCidr: '10.0.0.2/30', gateway: '\0' } })).toThrow(/gateway/);
+    expect(() =>
+      encodeBootConfig({ ...base, network: { ipCidr: '10.0.0.2/30\0', gateway: '10.0.0.1' } }),
+    ).toThrow(/ip/);
+    expect(() => encodeBootConfig({ ...base, network: { ipCidr: '10.0.0.2/30', gateway: '\0' } })).toThrow(
+      /gateway/,
+    );
   });
 
   it('rejects an empty argv', () => {
-    expect(() => encodeBootConfig({ hostname: 'h', workload: { argv: [] } })).toThrow(/argv must not be empty/);
+    expect(() => encodeBootConfig({ hostname: 'h', workload: { argv: [] } })).toThrow(
+      /argv must not be empty/,
+    );
   });
 
   it('rejects more than MAX_ARGS arguments', () => {
@@ -104,7 +127,9 @@ describe('encodeBootConfig', () => {
 
   it('rejects environment entries without a NAME= prefix', () => {
     for (const bad of ['NOEQUALS', '=value', '']) {
-      expect(() => encodeBootConfig({ hostname: 'h', workload: { argv: ['x'], env: [bad] } }), bad).toThrow(/NAME=value/);
+      expect(() => encodeBootConfig({ hostname: 'h', workload: { argv: ['x'], env: [bad] } }), bad).toThrow(
+        /NAME=value/,
+      );
     }
   });
 
@@ -116,7 +141,10 @@ describe('encodeBootConfig', () => {
 
   it('accepts a config just under MAX_CONFIG_BYTES', () => {
     const overhead = 'hostname\0h\0'.length + 'arg\0'.length + 1;
-    const buf = encodeBootConfig({ hostname: 'h', workload: { argv: ['y'.repeat(MAX_CONFIG_BYTES - overhead)] } });
+    const buf = encodeBootConfig({
+      hostname: 'h',
+      workload: { argv: ['y'.repeat(MAX_CONFIG_BYTES - overhead)] },
+    });
     expect(buf.length).toBe(MAX_CONFIG_BYTES);
   });
 });

@@ -47,11 +47,14 @@ export function encodeBootConfig(cfg: GuestBootConfig): Buffer {
   const w = cfg.workload;
   if (w) {
     if (w.argv.length === 0) throw new RangeError('workload argv must not be empty');
-    if (w.argv.length > MAX_ARGS) throw new RangeError(`workload argv has ${w.argv.length} items; at most ${MAX_ARGS}`);
-    if ((w.env?.length ?? 0) > MAX_ENV) throw new RangeError(`workload env has too many items; at most ${MAX_ENV}`);
+    if (w.argv.length > MAX_ARGS)
+      throw new RangeError(`workload argv has ${w.argv.length} items; at most ${MAX_ARGS}`);
+    if ((w.env?.length ?? 0) > MAX_ENV)
+      throw new RangeError(`workload env has too many items; at most ${MAX_ENV}`);
     for (const a of w.argv) pairs.push(['arg', checkValue('argument', a)]);
     for (const e of w.env ?? []) {
-      if (!/^[^=]+=/.test(e)) throw new RangeError(`environment entry '${e.slice(0, 40)}' must look like NAME=value`);
+      if (!/^[^=]+=/.test(e))
+        throw new RangeError(`environment entry '${e.slice(0, 40)}' must look like NAME=value`);
       pairs.push(['env', checkValue('environment entry', e)]);
     }
     if (w.cwd) pairs.push(['cwd', checkValue('cwd', w.cwd)]);
@@ -59,11 +62,20 @@ export function encodeBootConfig(cfg: GuestBootConfig): Buffer {
     if (w.onExit) pairs.push(['on-exit', w.onExit]);
   }
   if (cfg.network) {
-    pairs.push(['ip', checkValue('ip', cfg.network.ipCidr)], ['gateway', checkValue('gateway', cfg.network.gateway)]);
+    pairs.push(
+      ['ip', checkValue('ip', cfg.network.ipCidr)],
+      ['gateway', checkValue('gateway', cfg.network.gateway)],
+    );
     if (cfg.network.mtu) pairs.push(['mtu', String(cfg.network.mtu)]);
   }
-  const buf = Buffer.from(pairs.flatMap(([k, v]) => [k, v]).map((s) => s + '\0').join(''));
-  if (buf.length > MAX_CONFIG_BYTES) throw new RangeError(`boot config is ${buf.length} bytes; at most ${MAX_CONFIG_BYTES}`);
+  const buf = Buffer.from(
+    pairs
+      .flatMap(([k, v]) => [k, v])
+      .map((s) => s + '\0')
+      .join(''),
+  );
+  if (buf.length > MAX_CONFIG_BYTES)
+    throw new RangeError(`boot config is ${buf.length} bytes; at most ${MAX_CONFIG_BYTES}`);
   return buf;
 }
 

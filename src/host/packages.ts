@@ -67,7 +67,10 @@ export async function ensurePackages(names: readonly string[] = Object.keys(HOST
   log.info('installing Debian packages', { packages: missing.join(',') });
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const install = () =>
-    run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { env, timeoutMs: 1_200_000 });
+    run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], {
+      env,
+      timeoutMs: 1_200_000,
+    });
   try {
     await install();
   } catch {
@@ -79,5 +82,6 @@ export async function ensurePackages(names: readonly string[] = Object.keys(HOST
     }
   }
   const still = await missingPackages(missing);
-  if (still.length > 0) throw new MissingPackagesError(still, 'apt-get reported success but they are not installed');
+  if (still.length > 0)
+    throw new MissingPackagesError(still, 'apt-get reported success but they are not installed');
 }

@@ -15,6 +15,8 @@ export class NetworkSetupError extends HearthError {
 export class NetworkExhaustedError extends HearthError {
   readonly code = 'NET_EXHAUSTED';
   constructor(slots: number) {
-    super(`all ${slots} VM network slots are in use`, { hint: 'use a larger vmSubnet or run fewer VMs on this host' });
+    super(`all ${slots} VM network slots are in use`, {
+      hint: 'use a larger vmSubnet or run fewer VMs on this host',
+    });
   }
 }

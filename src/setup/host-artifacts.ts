@@ -21,7 +21,9 @@ export interface HostArtifacts {
 export class HostNotSetUpError extends HearthError {
   readonly code = 'HOST_NOT_SET_UP';
   constructor(dataDir: string) {
-    super(`no host setup found in ${dataDir}`, { hint: 'run `hearth setup` first (the README commands do it for you)' });
+    super(`no host setup found in ${dataDir}`, {
+      hint: 'run `hearth setup` first (the README commands do it for you)',
+    });
   }
 }
 

@@ -2,7 +2,12 @@ import { mkdir } from 'node:fs/promises';
 import type { DataDir } from '../config/data-dir.js';
 import { ensureBaseDisk } from '../builder/base-rootfs.js';
 import { ensureAgentBundle } from '../guest/agent-bundle.js';
-import { assertStaticBusybox, ensureInitBinary, ensureInitramfs, pruneGuestBuilds } from '../guest/initramfs.js';
+import {
+  assertStaticBusybox,
+  ensureInitBinary,
+  ensureInitramfs,
+  pruneGuestBuilds,
+} from '../guest/initramfs.js';
 import { ensureKernel } from '../guest/kernel.js';
 import { assertRoot, ensurePackages } from '../host/packages.js';
 import { writeFileAtomic } from '../util/fs-atomic.js';
@@ -17,7 +22,10 @@ const log = createLogger('setup');
  * hearth-init, the initramfs, the Debian base root disk, and the accelerator choice. Each step is
  * cached in the data directory and skipped when already done; a second run takes seconds.
  */
-export async function setupHost(dataDir: DataDir, opts: { accelerator?: AccelSetting } = {}): Promise<HostArtifacts> {
+export async function setupHost(
+  dataDir: DataDir,
+  opts: { accelerator?: AccelSetting } = {},
+): Promise<HostArtifacts> {
   assertRoot('hearth setup');
   const t0 = Date.now();
   await mkdir(dataDir.root, { recursive: true, mode: 0o711 });
@@ -46,6 +54,10 @@ export async function setupHost(dataDir: DataDir, opts: { accelerator?: AccelSet
     setupAt: new Date().toISOString(),
   };
   await writeFileAtomic(dataDir.hostArtifactsFile, JSON.stringify(artifacts, null, 2));
-  log.info('host ready', { seconds: ((Date.now() - t0) / 1000).toFixed(1), dataDir: dataDir.root, accel: accel.accel });
+  log.info('host ready', {
+    seconds: ((Date.now() - t0) / 1000).toFixed(1),
+    dataDir: dataDir.root,
+    accel: accel.accel,
+  });
   return artifacts;
 }

@@ -53,12 +53,25 @@ function parseNewc(buf: Buffer): { entries: ParsedEntry[]; endOffset: number } {
     const name = nameBytes.subarray(0, nameSize - 1).toString('utf8');
     // Header + name is padded with NULs to a multiple of 4.
     const dataOffset = align4(nameStart + nameSize);
-    for (let i = nameStart + nameSize; i < dataOffset; i++) if (buf[i] !== 0) throw new Error(`non-NUL name padding at ${i}`);
+    for (let i = nameStart + nameSize; i < dataOffset; i++)
+      if (buf[i] !== 0) throw new Error(`non-NUL name padding at ${i}`);
     const data = buf.subarray(dataOffset, dataOffset + fileSize);
     if (data.length !== fileSize) throw new Error(`data of ${name} runs past the end`);
     const next = align4(dataOffset + fileSize);
-    for (let i = dataOffset + fileSize; i < next; i++) if (buf[i] !== 0) throw new Error(`non-NUL data padding at ${i}`);
-    entries.push({ headerOffset: off, dataOffset, ino, mode, uid, gid, nlink, mtime, name, data: Buffer.from(data) });
+    for (let i = dataOffset + fileSize; i < next; i++)
+      if (buf[i] !== 0) throw new Error(`non-NUL data padding at ${i}`);
+    entries.push({
+      headerOffset: off,
+      dataOffset,
+      ino,
+      mode,
+      uid,
+      gid,
+      nlink,
+      mtime,
+      name,
+      data: Buffer.from(data),
+    });
     off = next;
     if (name === 'TRAILER!!!') return { entries, endOffset: off };
   }
@@ -82,7 +95,14 @@ describe('buildCpio', () => {
 
   it('writes newc headers with names, types, modes and sizes that read back', () => {
     const { entries } = parseNewc(archive);
-    expect(entries.map((e) => e.name)).toEqual(['etc', 'etc/hello.txt', 'bin/tool', 'bin/sh', 'empty', 'TRAILER!!!']);
+    expect(entries.map((e) => e.name)).toEqual([
+      'etc',
+      'etc/hello.txt',
+      'bin/tool',
+      'bin/sh',
+      'empty',
+      'TRAILER!!!',
+    ]);
     const [dir, a, b, link, empty, trailer] = entries;
 
     expect(dir!.mode).toBe(S_IFDIR | 0o755);
@@ -165,7 +185,9 @@ describe('buildCpio', () => {
 
   it('parses name lengths of every residue modulo 4', () => {
     const names = ['a', 'ab', 'abc', 'abcd', 'abcde'];
-    const { entries } = parseNewc(buildCpio(names.map((n) => ({ path: n, data: Buffer.from(n), mode: 0o644 }))));
+    const { entries } = parseNewc(
+      buildCpio(names.map((n) => ({ path: n, data: Buffer.from(n), mode: 0o644 }))),
+    );
     expect(entries.slice(0, -1).map((e) => [e.name, e.data.toString()])).toEqual(names.map((n) => [n, n]));
   });
 });

@@ -1,15 +1,23 @@
 import { connect } from 'node:net';
 
 /** Resolves once a TCP connection to host:port succeeds; rejects after `timeoutMs`. */
-export async function waitForTcp(host: string, port: number, timeoutMs: number, abort?: () => Error | undefined): Promise<void> {
+export async function waitForTcp(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  abort?: () => Error | undefined,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = connect({ host, port });
-      const t = setTimeout(() => {
-        s.destroy();
-        resolve(false);
-      }, Math.max(50, Math.min(1000, deadline - Date.now())));
+      const t = setTimeout(
+        () => {
+          s.destroy();
+          resolve(false);
+        },
+        Math.max(50, Math.min(1000, deadline - Date.now())),
+      );
       s.once('connect', () => {
         clearTimeout(t);
         s.destroy();
@@ -24,7 +32,8 @@ export async function waitForTcp(host: string, port: number, timeoutMs: number, 
     if (ok) return;
     const fatal = abort?.();
     if (fatal) throw fatal;
-    if (Date.now() >= deadline) throw new Error(`${host}:${port} not accepting connections after ${timeoutMs} ms`);
+    if (Date.now() >= deadline)
+      throw new Error(`${host}:${port} not accepting connections after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }

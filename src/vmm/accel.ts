@@ -34,7 +34,8 @@ export async function qemuVersion(): Promise<string> {
 }
 
 async function hostKey(): Promise<string> {
-  const cpu = /model name\s*:\s*(.*)/.exec(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''))?.[1] ?? '?';
+  const cpu =
+    /model name\s*:\s*(.*)/.exec(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''))?.[1] ?? '?';
   return [release(), await qemuVersion(), cpu, existsSync('/dev/kvm') ? 'kvm-dev' : 'no-kvm-dev'].join('|');
 }
 
@@ -42,15 +43,34 @@ async function hostKey(): Promise<string> {
  * Boots the real guest kernel and initramfs with `hearth.probe` (stage1 prints a marker and powers
  * off) and reports how long it took, or undefined if it did not get there before the deadline.
  */
-export async function probeBoot(accel: Accelerator, kernel: string, initrd: string, deadlineMs: number): Promise<number | undefined> {
-  const accelArgs = accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host,-arch-capabilities'] : ['-accel', 'tcg'];
+export async function probeBoot(
+  accel: Accelerator,
+  kernel: string,
+  initrd: string,
+  deadlineMs: number,
+): Promise<number | undefined> {
+  const accelArgs =
+    accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host,-arch-capabilities'] : ['-accel', 'tcg'];
   const args = [
-    '-machine', 'microvm,x-option-roms=off,isa-serial=on',
+    '-machine',
+    'microvm,x-option-roms=off,isa-serial=on',
     ...accelArgs,
-    '-m', '256M', '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-no-reboot',
-    '-kernel', kernel, '-initrd', initrd,
-    '-append', defaultCmdline(['hearth.probe']),
-    '-serial', 'stdio',
+    '-m',
+    '256M',
+    '-smp',
+    '1',
+    '-nodefaults',
+    '-no-user-config',
+    '-nographic',
+    '-no-reboot',
+    '-kernel',
+    kernel,
+    '-initrd',
+    initrd,
+    '-append',
+    defaultCmdline(['hearth.probe']),
+    '-serial',
+    'stdio',
   ];
   const t0 = Date.now();
   return new Promise((resolve) => {
@@ -89,7 +109,12 @@ export async function chooseAccelerator(opts: {
   const key = await hostKey();
   const now = new Date().toISOString();
   if (opts.setting !== 'auto') {
-    const choice = { accel: opts.setting, reason: `forced by configuration (accelerator=${opts.setting})`, hostKey: key, probedAt: now };
+    const choice = {
+      accel: opts.setting,
+      reason: `forced by configuration (accelerator=${opts.setting})`,
+      hostKey: key,
+      probedAt: now,
+    };
     opts.log.info('accelerator chosen', { accel: choice.accel, reason: choice.reason });
     return choice;
   }
@@ -111,12 +136,21 @@ export async function chooseAccelerator(opts: {
   if (kvmUsable) {
     const ms = await probeBoot('kvm', opts.kernel, opts.initrd, KVM_PROBE_DEADLINE_MS);
     if (ms !== undefined) {
-      choice = { accel: 'kvm', reason: `a KVM guest reached userspace in ${ms} ms`, probeBootMs: ms, hostKey: key, probedAt: now };
+      choice = {
+        accel: 'kvm',
+        reason: `a KVM guest reached userspace in ${ms} ms`,
+        probeBootMs: ms,
+        hostKey: key,
+        probedAt: now,
+      };
     }
   }
   if (!choice) {
     const ms = await probeBoot('tcg', opts.kernel, opts.initrd, TCG_PROBE_DEADLINE_MS);
-    if (ms === undefined) throw new AcceleratorUnavailableError(`neither KVM nor TCG booted the probe guest (TCG deadline ${TCG_PROBE_DEADLINE_MS} ms)`);
+    if (ms === undefined)
+      throw new AcceleratorUnavailableError(
+        `neither KVM nor TCG booted the probe guest (TCG deadline ${TCG_PROBE_DEADLINE_MS} ms)`,
+      );
     const why = kvmUsable
       ? `/dev/kvm exists but a KVM guest did not reach userspace within ${KVM_PROBE_DEADLINE_MS} ms (nested or paravirtual KVM?); using TCG software emulation, which booted in ${ms} ms`
       : `/dev/kvm is absent or not accessible; using TCG software emulation, which booted in ${ms} ms`;

@@ -6,11 +6,19 @@ import { run } from '../util/exec.js';
  * Creates a qcow2 copy-on-write overlay over `backing` (raw or qcow2). The backing path is stored
  * relative to the overlay's directory, so the data directory can be moved as a whole.
  */
-export async function createOverlay(path: string, backing: string, backingFormat: 'raw' | 'qcow2'): Promise<void> {
+export async function createOverlay(
+  path: string,
+  backing: string,
+  backingFormat: 'raw' | 'qcow2',
+): Promise<void> {
   const rel = relative(dirname(path), backing);
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', '-b', rel, '-F', backingFormat, path], {
-    timeoutMs: 30_000,
-  });
+  await run(
+    'qemu-img',
+    ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', '-b', rel, '-F', backingFormat, path],
+    {
+      timeoutMs: 30_000,
+    },
+  );
 }
 
 /** Makes a disk layer read-only on the host: once frozen, a layer never changes again. */

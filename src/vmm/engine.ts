@@ -16,10 +16,18 @@ import { waitForTcp } from '../util/net-wait.js';
 import type { EngineContext } from './context.js';
 import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
-import { launchQemu, loadDeviceState } from './launch.js';
+import { launchQemu } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
 import { defaultCmdline, type MachineConfig } from './qemu-args.js';
-import { recordFile, readManifest, VerifiedFiles, writeManifest, type SnapshotManifest, type MachineFingerprint, checkCompatible } from './snapshot-manifest.js';
+import {
+  recordFile,
+  readManifest,
+  VerifiedFiles,
+  writeManifest,
+  type SnapshotManifest,
+  type MachineFingerprint,
+  checkCompatible,
+} from './snapshot-manifest.js';
 import { VmLayout } from './vm-layout.js';
 import { suspendVm } from './vm-suspend.js';
 import { restoreClone, resumeVm } from './vm-restore.js';
@@ -29,7 +37,9 @@ import { killOrphanQemus } from './orphans.js';
 export class EngineLockedError extends HearthError {
   readonly code = 'VMM_DATA_DIR_LOCKED';
   constructor(dir: string, pid: number) {
-    super(`data directory ${dir} is in use by process ${pid}`, { hint: 'stop that Hearth process, or use another data directory' });
+    super(`data directory ${dir} is in use by process ${pid}`, {
+      hint: 'stop that Hearth process, or use another data directory',
+    });
   }
 }
 
@@ -124,7 +134,10 @@ export class Engine {
       dataDir,
       artifacts,
       log,
-      network: new NetworkManager({ stateDir: join(dataDir.root, 'run', 'net'), ...(opts.vmSubnet ? { subnet: opts.vmSubnet } : {}) }),
+      network: new NetworkManager({
+        stateDir: join(dataDir.root, 'run', 'net'),
+        ...(opts.vmSubnet ? { subnet: opts.vmSubnet } : {}),
+      }),
       verified: new VerifiedFiles(),
       tcgCacheMiB: opts.tcgCacheMiB ?? 128,
       qmpConnectTimeoutMs: 10_000,
@@ -146,7 +159,8 @@ export class Engine {
       }
     }
     for (const t of await readdir(this.ctx.dataDir.templatesDir).catch(() => [] as string[])) {
-      if (t.includes('.tmp')) await rm(join(this.ctx.dataDir.templatesDir, t), { recursive: true, force: true });
+      if (t.includes('.tmp'))
+        await rm(join(this.ctx.dataDir.templatesDir, t), { recursive: true, force: true });
     }
   }
 
@@ -229,7 +243,13 @@ export class Engine {
         bootConfigArchive({ workload: o.workload, hostname: record.hostname, network: vm.network.guest }),
       ]);
       await writeFile(L.initrd, initrd, { mode: 0o644 });
-      await launchQemu(this.ctx, vm, { memoryFile: L.memoryFile, memoryShared: true, rootDisk: L.layer(1), incoming: false, network: vm.network });
+      await launchQemu(this.ctx, vm, {
+        memoryFile: L.memoryFile,
+        memoryShared: true,
+        rootDisk: L.layer(1),
+        incoming: false,
+        network: vm.network,
+      });
       const timeoutMs = o.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
       const deadline = Date.now() + timeoutMs;
       const abort = () => vm.process?.exitError();
@@ -240,8 +260,19 @@ export class Engine {
           await waitForTcp(vm.network.endpointIp, o.waitForPort, Math.max(1, deadline - Date.now()), abort);
         }
       } catch (e) {
-        vm.log.debug('boot wait failed', { error: (e as Error).message });
-        throw abort() ?? new BootTimeoutError(vm.id, o.waitForPort ? `port ${o.waitForPort}` : 'guest init', timeoutMs, await vm.consoleTail(15));
+        // A closed guest channel is often the first sign that QEMU died: give its exit a moment to
+        // be observed, so the error names QEMU's own message rather than a timeout.
+        const explained = await vm.explain(e);
+        throw (
+          (explained !== e ? explained : undefined) ??
+          new BootTimeoutError(
+            vm.id,
+            o.waitForPort ? `port ${o.waitForPort}` : 'guest init',
+            timeoutMs,
+            await vm.consoleTail(15),
+            { cause: e },
+          )
+        );
       }
       vm.state = 'running';
       vm.log.info('booted', { ms: Date.now() - t0, accel: machine.accel });
@@ -261,10 +292,13 @@ export class Engine {
     assertSafeId(templateId, 'template id');
     return this.lockFor(vm.id).run(async () => {
       if (vm.state !== 'running' || vm.record.origin.kind !== 'boot') {
-        throw new InvalidVmStateError(vm.id, 'make a template of', `${vm.state}/${vm.record.origin.kind}`, ['running/boot']);
+        throw new InvalidVmStateError(vm.id, 'make a template of', `${vm.state}/${vm.record.origin.kind}`, [
+          'running/boot',
+        ]);
       }
       const final = join(this.ctx.dataDir.templatesDir, templateId);
-      if (existsSync(final)) throw new InvalidVmStateError(templateId, 'create template', 'exists', ['absent']);
+      if (existsSync(final))
+        throw new InvalidVmStateError(templateId, 'create template', 'exists', ['absent']);
       const tmp = `${final}.tmp-${randomBytes(4).toString('hex')}`;
       await mkdir(tmp, { recursive: true });
       const t0 = Date.now();
@@ -279,7 +313,17 @@ export class Engine {
         await rename(L.initrd, join(tmp, 'initrd.img'));
         // The layer's backing path is relative to its directory: point it at the base disk from here.
         const backing = await qcow2Backing(join(tmp, 'disk.qcow2'), L.disksDir);
-        await run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'raw', '-b', relative(final, backing), join(tmp, 'disk.qcow2')]);
+        await run('qemu-img', [
+          'rebase',
+          '-u',
+          '-f',
+          'qcow2',
+          '-F',
+          'raw',
+          '-b',
+          relative(final, backing),
+          join(tmp, 'disk.qcow2'),
+        ]);
         for (const f of ['memory.raw', 'disk.qcow2', 'initrd.img', 'devices.state']) {
           await fsyncFile(join(tmp, f));
           await freezeLayer(join(tmp, f));
@@ -312,7 +356,12 @@ export class Engine {
           await this.ctx.verified.trust(join(final, f.path), f);
         }
         this.templates.set(templateId, template);
-        this.ctx.log.info('template created', { template: templateId, from: vm.id, ms: Date.now() - t0, memoryBytes: manifest.memory.sizeBytes });
+        this.ctx.log.info('template created', {
+          template: templateId,
+          from: vm.id,
+          ms: Date.now() - t0,
+          memoryBytes: manifest.memory.sizeBytes,
+        });
         return template;
       } catch (e) {
         await rm(tmp, { recursive: true, force: true });
@@ -328,7 +377,8 @@ export class Engine {
     assertSafeId(templateId, 'template id');
     const dir = join(this.ctx.dataDir.templatesDir, templateId);
     if (!existsSync(dir)) throw new VmNotFoundError('template', templateId);
-    const manifest = (this.templates.get(templateId)?.manifest ?? (await readManifest(dir))) as TemplateManifest;
+    const manifest = (this.templates.get(templateId)?.manifest ??
+      (await readManifest(dir))) as TemplateManifest;
     const m = manifest.machineConfig;
     checkCompatible(dir, manifest.machine, this.fingerprint({ ...m, accel: this.ctx.artifacts.accel.accel }));
     for (const f of [manifest.memory, manifest.devices, manifest.initrd, ...manifest.diskLayers]) {
@@ -348,7 +398,12 @@ export class Engine {
   /** The machine config of a template, with paths resolved for this host. */
   templateMachine(t: Template): MachineConfig {
     const m = t.manifest.machineConfig;
-    return { ...m, kernelPath: resolve(this.ctx.dataDir.root, m.kernelPath), initrdPath: join(t.dir, m.initrdPath), tcgCacheMiB: this.ctx.tcgCacheMiB };
+    return {
+      ...m,
+      kernelPath: resolve(this.ctx.dataDir.root, m.kernelPath),
+      initrdPath: join(t.dir, m.initrdPath),
+      tcgCacheMiB: this.ctx.tcgCacheMiB,
+    };
   }
 
   /**
@@ -359,7 +414,8 @@ export class Engine {
   async clone(template: Template, o: CloneOptions): Promise<MicroVm> {
     assertSafeId(o.vmId, 'VM id');
     const L = new VmLayout(this.ctx.dataDir.vmsDir, o.vmId);
-    if (this.vms.has(o.vmId) || existsSync(L.dir)) throw new InvalidVmStateError(o.vmId, 'clone', 'exists', ['absent']);
+    if (this.vms.has(o.vmId) || existsSync(L.dir))
+      throw new InvalidVmStateError(o.vmId, 'clone', 'exists', ['absent']);
     const record: VmRecord = {
       id: o.vmId,
       createdAt: new Date().toISOString(),
@@ -375,10 +431,11 @@ export class Engine {
         await restoreClone(this.ctx, vm, template);
         return vm;
       } catch (e) {
-        await this.teardown(vm, 'failed', `clone failed: ${(e as Error).message}`);
+        const err = (await vm.explain(e)) as Error;
+        await this.teardown(vm, 'failed', `clone failed: ${err.message}`);
         await rm(L.dir, { recursive: true, force: true });
         this.vms.delete(vm.id);
-        throw e;
+        throw err;
       }
     });
   }
@@ -391,7 +448,8 @@ export class Engine {
   async suspend(vm: MicroVm): Promise<void> {
     await this.lockFor(vm.id).run(async () => {
       if (vm.state !== 'running') throw new InvalidVmStateError(vm.id, 'suspend', vm.state, ['running']);
-      if (vm.record.origin.kind !== 'clone') throw new InvalidVmStateError(vm.id, 'suspend', 'cold-booted', ['clone']);
+      if (vm.record.origin.kind !== 'clone')
+        throw new InvalidVmStateError(vm.id, 'suspend', 'cold-booted', ['clone']);
       await suspendVm(this.ctx, vm, this.template.bind(this), (v, s, r) => this.teardown(v, s, r));
     });
   }
@@ -404,12 +462,17 @@ export class Engine {
     assertSafeId(vmId, 'VM id');
     const vm = this.vms.get(vmId) ?? (await this.loadVm(vmId));
     return this.lockFor(vmId).run(async () => {
-      if (vm.state !== 'suspended' && vm.state !== 'failed') throw new InvalidVmStateError(vm.id, 'resume', vm.state, ['suspended', 'failed']);
+      if (vm.state !== 'suspended' && vm.state !== 'failed')
+        throw new InvalidVmStateError(vm.id, 'resume', vm.state, ['suspended', 'failed']);
       const template = await this.template((vm.record.origin as { templateId: string }).templateId);
       try {
         await resumeVm(this.ctx, vm, template);
       } catch (e) {
-        await this.teardown(vm, vm.generation > 0 ? 'suspended' : 'failed', `resume failed: ${(e as Error).message}`);
+        await this.teardown(
+          vm,
+          vm.generation > 0 ? 'suspended' : 'failed',
+          `resume failed: ${(e as Error).message}`,
+        );
         throw e;
       }
       return vm;
@@ -501,7 +564,9 @@ export class Engine {
     vm.process = undefined;
     vm.disconnect();
     if (vm.network) {
-      await this.ctx.network.destroy(vm.network).catch((e: Error) => vm.log.error('network cleanup failed', { error: e.message }));
+      await this.ctx.network
+        .destroy(vm.network)
+        .catch((e: Error) => vm.log.error('network cleanup failed', { error: e.message }));
       vm.network = undefined;
     }
     await rm(vm.layout.runDir, { recursive: true, force: true });
@@ -524,7 +589,9 @@ export class Engine {
 }
 
 async function qcow2Backing(path: string, relativeTo: string): Promise<string> {
-  const info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', path])).stdout) as { 'backing-filename'?: string };
+  const info = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', path])).stdout) as {
+    'backing-filename'?: string;
+  };
   const b = info['backing-filename'];
   if (!b) throw new Error(`${path} has no backing file`);
   return resolve(relativeTo, b);
@@ -553,4 +620,3 @@ function isAlive(pid: number): boolean {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
-

@@ -19,7 +19,9 @@ export class QmpTimeoutError extends HearthError {
     readonly command: string,
     readonly timeoutMs: number,
   ) {
-    super(`QMP ${command} got no reply within ${timeoutMs} ms`, { hint: 'QEMU may be hung; stop the VM forcefully' });
+    super(`QMP ${command} got no reply within ${timeoutMs} ms`, {
+      hint: 'QEMU may be hung; stop the VM forcefully',
+    });
   }
 }
 
@@ -141,8 +143,13 @@ export class BootTimeoutError extends HearthError {
     readonly waitedFor: string,
     readonly timeoutMs: number,
     readonly consoleTail: string,
+    options?: { cause?: unknown },
   ) {
-    super(`VM ${vmId}: ${waitedFor} not ready within ${timeoutMs} ms. Last console lines:\n${consoleTail}`);
+    const cause = options?.cause instanceof Error ? ` (${options.cause.message})` : '';
+    super(
+      `VM ${vmId}: ${waitedFor} not ready within ${timeoutMs} ms${cause}. Last console lines:\n${consoleTail}`,
+      options,
+    );
   }
 }
 

@@ -60,7 +60,12 @@ class FakeAgent {
     if (req.execute === 'guest-sync-delimited') {
       this.syncs++;
       if (this.beforeSyncReply) sock.write(this.beforeSyncReply);
-      sock.write(Buffer.concat([Buffer.from([0xff]), Buffer.from(JSON.stringify({ return: req.arguments?.id }) + '\n')]));
+      sock.write(
+        Buffer.concat([
+          Buffer.from([0xff]),
+          Buffer.from(JSON.stringify({ return: req.arguments?.id }) + '\n'),
+        ]),
+      );
       return;
     }
     const reply = await this.handler(req, sock);
@@ -149,7 +154,8 @@ describe('GuestAgentClient', () => {
 
   it('runs commands one at a time, in order: the next request is sent only after the previous reply', async () => {
     let linesArrived = 0;
-    fake.onConnect = (sock) => sock.on('data', (d: Buffer) => (linesArrived += d.filter((b) => b === 0x0a).length));
+    fake.onConnect = (sock) =>
+      sock.on('data', (d: Buffer) => (linesArrived += d.filter((b) => b === 0x0a).length));
     let pipelined = false;
     fake.handler = async (req) => {
       await sleep(5);
@@ -163,7 +169,12 @@ describe('GuestAgentClient', () => {
     const c = await connect();
     const results = await Promise.all([c.fsfreezeFreeze(), c.fsfreezeThaw(), c.fsfreezeStatus(), c.ping()]);
     expect(results).toEqual([2, 2, 'thawed', undefined]);
-    expect(fake.commands().slice(1)).toEqual(['guest-fsfreeze-freeze', 'guest-fsfreeze-thaw', 'guest-fsfreeze-status', 'guest-ping']);
+    expect(fake.commands().slice(1)).toEqual([
+      'guest-fsfreeze-freeze',
+      'guest-fsfreeze-thaw',
+      'guest-fsfreeze-status',
+      'guest-ping',
+    ]);
     expect(pipelined).toBe(false);
   });
 
@@ -187,7 +198,11 @@ describe('GuestAgentClient', () => {
       return { return: {} };
     };
     const c = await connect();
-    const r = await c.exec('/bin/sh', ['-c', 'echo hello; echo world; exit 3'], { env: ['A=1'], input: 'stdin data', timeoutMs: 1_000 });
+    const r = await c.exec('/bin/sh', ['-c', 'echo hello; echo world; exit 3'], {
+      env: ['A=1'],
+      input: 'stdin data',
+      timeoutMs: 1_000,
+    });
     expect(r.exitCode).toBe(3);
     expect(r.signal).toBeUndefined();
     expect(r.stdout.toString()).toBe('hello\nworld\n');
@@ -220,7 +235,8 @@ describe('GuestAgentClient', () => {
   });
 
   it('rejects exec with GuestExecTimeoutError when the process runs too long', async () => {
-    fake.handler = (req) => (req.execute === 'guest-exec' ? { return: { pid: 7 } } : { return: { exited: false } });
+    fake.handler = (req) =>
+      req.execute === 'guest-exec' ? { return: { pid: 7 } } : { return: { exited: false } };
     const c = await connect();
     const err = await c.exec('/bin/sleep', ['100'], { timeoutMs: 40 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(GuestExecTimeoutError);
@@ -257,7 +273,13 @@ describe('GuestAgentClient', () => {
     const got = await c.readFile('/etc/data.bin');
     expect(got.equals(content)).toBe(true);
     expect(counts.length).toBe(3);
-    expect(fake.commands().slice(1)).toEqual(['guest-file-open', 'guest-file-read', 'guest-file-read', 'guest-file-read', 'guest-file-close']);
+    expect(fake.commands().slice(1)).toEqual([
+      'guest-file-open',
+      'guest-file-read',
+      'guest-file-read',
+      'guest-file-read',
+      'guest-file-close',
+    ]);
   });
 
   it('stops reading at a zero-length read even without eof', async () => {
@@ -280,7 +302,8 @@ describe('GuestAgentClient', () => {
   it('rejects readFile of a file larger than maxBytes and still closes the handle', async () => {
     fake.handler = (req) => {
       if (req.execute === 'guest-file-open') return { return: 9 };
-      if (req.execute === 'guest-file-read') return { return: { count: 100, 'buf-b64': Buffer.alloc(100).toString('base64'), eof: false } };
+      if (req.execute === 'guest-file-read')
+        return { return: { count: 100, 'buf-b64': Buffer.alloc(100).toString('base64'), eof: false } };
       return { return: {} };
     };
     const c = await connect();
@@ -334,7 +357,9 @@ describe('GuestAgentClient', () => {
   });
 
   it('rejects with GuestAgentError when the agent replies with an error', async () => {
-    fake.handler = () => ({ error: { class: 'GenericError', desc: "failed to open file '/nope': No such file or directory" } });
+    fake.handler = () => ({
+      error: { class: 'GenericError', desc: "failed to open file '/nope': No such file or directory" },
+    });
     const c = await connect();
     const err = await c.readFile('/nope').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(GuestAgentError);
@@ -364,7 +389,7 @@ describe('GuestAgentClient', () => {
   // timed-out command arrives later (qemu-ga answers every command, in order), it is taken as the reply
   // to the next command, and every later reply stays shifted by one. vm-suspend.ts hits this: a slow
   // guest-fsfreeze-freeze times out, then thawQuietly's guest-fsfreeze-thaw receives the freeze reply.
-  it.fails('does not take a late reply to a timed-out command as the reply to the next command', async () => {
+  it('does not take a late reply to a timed-out command as the reply to the next command', async () => {
     fake.handler = async (req) => {
       if (req.execute === 'guest-fsfreeze-freeze') {
         await sleep(80);

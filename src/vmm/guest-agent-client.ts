@@ -40,6 +40,7 @@ export class GuestAgentClient {
   private buf = Buffer.alloc(0);
   private closed = false;
   private syncId: number | undefined;
+  private needsSync = false;
 
   private constructor(private readonly socket: Socket) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -56,7 +57,10 @@ export class GuestAgentClient {
   }
 
   /** Connects and synchronises with the agent; waits up to `timeoutMs` for the guest to answer. */
-  static async connect(path: string, opts: { timeoutMs?: number; abort?: () => Error | undefined } = {}): Promise<GuestAgentClient> {
+  static async connect(
+    path: string,
+    opts: { timeoutMs?: number; abort?: () => Error | undefined } = {},
+  ): Promise<GuestAgentClient> {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;
     const socket = await connectUnix(path, timeoutMs, opts.abort);
@@ -100,21 +104,45 @@ export class GuestAgentClient {
     }
   }
 
+  /** Writes one request and waits for its reply. Callers go through `send`, which queues. */
+  private rawSend<T>(
+    command: string,
+    args: Record<string, unknown> | undefined,
+    timeoutMs: number,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.closed) return reject(new GuestAgentError(command, 'connection closed'));
+      if (command === 'guest-sync-delimited') this.syncId = args?.id as number;
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        this.syncId = undefined;
+        // The reply may still come later: resynchronise before the next request.
+        this.needsSync = true;
+        reject(new GuestAgentError(command, `no reply within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiter = { command, resolve: resolve as (v: unknown) => void, reject, timer };
+      const payload = JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) }) + '\n';
+      // A 0xFF byte before the sync request makes the agent drop any partial input it holds.
+      this.socket.write(
+        command === 'guest-sync-delimited'
+          ? Buffer.concat([Buffer.from([0xff]), Buffer.from(payload)])
+          : payload,
+      );
+    });
+  }
+
+  /** Queues a request behind the ones in flight; resynchronises first if an earlier one timed out. */
   private send<T>(command: string, args: Record<string, unknown> | undefined, timeoutMs: number): Promise<T> {
-    const task = () =>
-      new Promise<T>((resolve, reject) => {
-        if (this.closed) return reject(new GuestAgentError(command, 'connection closed'));
-        if (command === 'guest-sync-delimited') this.syncId = args?.id as number;
-        const timer = setTimeout(() => {
-          this.waiter = undefined;
-          this.syncId = undefined;
-          reject(new GuestAgentError(command, `no reply within ${timeoutMs} ms`));
-        }, timeoutMs);
-        this.waiter = { command, resolve: resolve as (v: unknown) => void, reject, timer };
-        const payload = JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}) }) + '\n';
-        // A 0xFF byte before the sync request makes the agent drop any partial input it holds.
-        this.socket.write(command === 'guest-sync-delimited' ? Buffer.concat([Buffer.from([0xff]), Buffer.from(payload)]) : payload);
-      });
+    const task = async (): Promise<T> => {
+      if (this.needsSync && command !== 'guest-sync-delimited') {
+        this.needsSync = false;
+        const id = randomInt(1, 2 ** 31);
+        if ((await this.rawSend<number>('guest-sync-delimited', { id }, timeoutMs)) !== id) {
+          throw new GuestAgentError('guest-sync-delimited', 'resynchronisation failed');
+        }
+      }
+      return this.rawSend<T>(command, args, timeoutMs);
+    };
     const p = this.queue.then(task, task);
     this.queue = p.catch(() => undefined);
     return p;
@@ -124,7 +152,8 @@ export class GuestAgentClient {
   async sync(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
     const id = randomInt(1, 2 ** 31);
     const got = await this.send<number>('guest-sync-delimited', { id }, timeoutMs);
-    if (got !== id) throw new GuestAgentError('guest-sync-delimited', `expected id ${id}, got ${String(got)}`);
+    if (got !== id)
+      throw new GuestAgentError('guest-sync-delimited', `expected id ${id}, got ${String(got)}`);
   }
 
   ping(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
@@ -193,7 +222,8 @@ export class GuestAgentClient {
         );
         const b = Buffer.from(r['buf-b64'], 'base64');
         total += b.length;
-        if (total > maxBytes) throw new GuestAgentError('guest-file-read', `${path} is larger than ${maxBytes} bytes`);
+        if (total > maxBytes)
+          throw new GuestAgentError('guest-file-read', `${path} is larger than ${maxBytes} bytes`);
         parts.push(b);
         if (r.eof || r.count === 0) break;
       }
@@ -210,7 +240,11 @@ export class GuestAgentClient {
     try {
       for (let off = 0; off < bytes.length; off += FILE_CHUNK_BYTES) {
         const chunk = bytes.subarray(off, off + FILE_CHUNK_BYTES);
-        await this.send('guest-file-write', { handle, 'buf-b64': chunk.toString('base64') }, DEFAULT_TIMEOUT_MS);
+        await this.send(
+          'guest-file-write',
+          { handle, 'buf-b64': chunk.toString('base64') },
+          DEFAULT_TIMEOUT_MS,
+        );
       }
       await this.send('guest-file-flush', { handle }, DEFAULT_TIMEOUT_MS);
     } finally {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { GuestControlError } from './errors.js';
 import { connectUnix, onLines } from './unix-socket.js';
@@ -29,6 +30,9 @@ const HOSTNAME_PATTERN = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
  */
 export class GuestControlClient {
   private nextId = 1;
+  private closed = false;
+  /** Prefix of this connection's request ids: replies meant for an earlier connection never match. */
+  private readonly tag = randomBytes(4).toString('hex');
   private readonly pending = new Map<string, Pending>();
 
   private constructor(private readonly socket: Socket) {
@@ -44,6 +48,7 @@ export class GuestControlClient {
       else p.reject(new GuestControlError(p.command, rest.replace(/^err /, '')));
     });
     const onClose = () => {
+      this.closed = true;
       for (const [, p] of this.pending) {
         clearTimeout(p.timer);
         p.reject(new GuestControlError(p.command, 'connection closed'));
@@ -54,17 +59,18 @@ export class GuestControlClient {
     socket.on('error', onClose);
   }
 
-  static async connect(path: string, opts: { timeoutMs?: number; abort?: () => Error | undefined } = {}): Promise<GuestControlClient> {
+  static async connect(
+    path: string,
+    opts: { timeoutMs?: number; abort?: () => Error | undefined } = {},
+  ): Promise<GuestControlClient> {
     const socket = await connectUnix(path, opts.timeoutMs ?? 10_000, opts.abort);
     return new GuestControlClient(socket);
   }
 
-  /**
-   * Sends one request; the id is a random-free counter prefixed with a connection-unique tag so that
-   * replies to requests of a previous connection (buffered in the guest) never match.
-   */
+  /** Sends one request and resolves with the text after "ok" in its reply. */
   request(command: string, args: string[] = [], timeoutMs = 10_000): Promise<string> {
-    const id = `${process.pid.toString(36)}${Date.now().toString(36)}-${this.nextId++}`;
+    if (this.closed) return Promise.reject(new GuestControlError(command, 'connection closed'));
+    const id = `${this.tag}-${this.nextId++}`;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -81,10 +87,17 @@ export class GuestControlClient {
 
   /** Applies restore hygiene in the guest: clock, RNG reseed, hostname, machine-id. */
   async fixup(f: RestoreFixup, timeoutMs?: number): Promise<void> {
-    if (!HOSTNAME_PATTERN.test(f.hostname)) throw new GuestControlError('fixup', `invalid hostname '${f.hostname}'`);
-    if (!/^[0-9a-f]{32}$/.test(f.machineId)) throw new GuestControlError('fixup', 'machine id must be 32 hex digits');
-    if (f.entropy.length < 16 || f.entropy.length > 512) throw new GuestControlError('fixup', 'entropy must be 16-512 bytes');
-    await this.request('fixup', [f.realtimeNs.toString(), f.entropy.toString('hex'), f.hostname, f.machineId], timeoutMs);
+    if (!HOSTNAME_PATTERN.test(f.hostname))
+      throw new GuestControlError('fixup', `invalid hostname '${f.hostname}'`);
+    if (!/^[0-9a-f]{32}$/.test(f.machineId))
+      throw new GuestControlError('fixup', 'machine id must be 32 hex digits');
+    if (f.entropy.length < 16 || f.entropy.length > 512)
+      throw new GuestControlError('fixup', 'entropy must be 16-512 bytes');
+    await this.request(
+      'fixup',
+      [f.realtimeNs.toString(), f.entropy.toString('hex'), f.hostname, f.machineId],
+      timeoutMs,
+    );
   }
 
   /** The workload's state as hearth-init sees it. */
@@ -101,6 +114,7 @@ export class GuestControlClient {
   }
 
   close(): void {
+    this.closed = true;
     this.socket.destroy();
   }
 }

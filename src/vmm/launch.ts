@@ -42,7 +42,10 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
   vm.process = proc;
   try {
     await writeFile(L.pidFile, `${proc.pid}\n`);
-    vm.qmp = await QmpClient.connect(L.qmpSocket, { timeoutMs: ctx.qmpConnectTimeoutMs, abort: () => proc.exitError() });
+    vm.qmp = await QmpClient.connect(L.qmpSocket, {
+      timeoutMs: ctx.qmpConnectTimeoutMs,
+      abort: () => proc.exitError(),
+    });
     if (o.incoming) {
       await vm.qmp.execute('migrate-set-capabilities', {
         capabilities: [
@@ -83,5 +86,6 @@ export async function loadDeviceState(vm: MicroVm, devicesFile: string, timeoutM
       throw vm.process!.exitError();
     }),
   ]);
-  if (ev.data?.status !== 'completed') throw new QmpError('migrate-incoming', `device state load ${String(ev.data?.status)}`);
+  if (ev.data?.status !== 'completed')
+    throw new QmpError('migrate-incoming', `device state load ${String(ev.data?.status)}`);
 }

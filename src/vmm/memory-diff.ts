@@ -65,7 +65,12 @@ export interface MemoryDiffStats {
  * Writes the pages of `pid`'s private RAM mapping that no longer come from `memoryFile` into
  * `outPath` (then fsyncs it). Precondition: the VM is stopped (QMP `stop`), so RAM does not change.
  */
-export async function saveMemoryDiff(pid: number, memoryFile: string, ramBytes: number, outPath: string): Promise<MemoryDiffStats> {
+export async function saveMemoryDiff(
+  pid: number,
+  memoryFile: string,
+  ramBytes: number,
+  outPath: string,
+): Promise<MemoryDiffStats> {
   const vmas = await findRamMappings(pid, memoryFile);
   const pagemap = await open(`/proc/${pid}/pagemap`, 'r');
   const mem = await open(`/proc/${pid}/mem`, 'r');
@@ -79,7 +84,12 @@ export async function saveMemoryDiff(pid: number, memoryFile: string, ramBytes: 
       let runStart = -1;
       const flush = (endPage: number) => {
         if (runStart < 0) return;
-        runs.push({ offset: v.fileOffset + runStart * PAGE_SIZE, length: (endPage - runStart) * PAGE_SIZE, zero: false, addr: v.start + runStart * PAGE_SIZE });
+        runs.push({
+          offset: v.fileOffset + runStart * PAGE_SIZE,
+          length: (endPage - runStart) * PAGE_SIZE,
+          zero: false,
+          addr: v.start + runStart * PAGE_SIZE,
+        });
         runStart = -1;
       };
       for (let i = 0; i < pages; i++) {
@@ -109,7 +119,8 @@ export async function saveMemoryDiff(pid: number, memoryFile: string, ramBytes: 
         const page = buf.subarray(off, off + PAGE_SIZE);
         const zero = isZero(page);
         const last = finalRuns[finalRuns.length - 1];
-        if (last && last.zero === zero && last.offset + last.length === r.offset + off) last.length += PAGE_SIZE;
+        if (last && last.zero === zero && last.offset + last.length === r.offset + off)
+          last.length += PAGE_SIZE;
         else finalRuns.push({ offset: r.offset + off, length: PAGE_SIZE, zero });
         if (zero) zeroPages++;
         else data.push(page);
@@ -133,7 +144,10 @@ export async function saveMemoryDiff(pid: number, memoryFile: string, ramBytes: 
       const all = [header, ...data];
       // writev in bounded batches: one syscall per batch instead of one per page.
       for (let i = 0; i < all.length; i += 1024) {
-        const { bytesWritten } = await out.writev(all.slice(i, i + 1024));
+        const batch = all.slice(i, i + 1024);
+        const want = batch.reduce((n, b) => n + b.length, 0);
+        const { bytesWritten } = await out.writev(batch);
+        if (bytesWritten !== want) throw new Error(`short write to ${outPath} (disk full?)`);
         fileBytes += bytesWritten;
       }
       await out.sync();
@@ -153,31 +167,39 @@ export class MemoryDiffFormatError extends Error {}
 async function readExact(fh: FileHandle, len: number, pos: number): Promise<Buffer> {
   const buf = Buffer.alloc(len);
   const { bytesRead } = await fh.read(buf, 0, len, pos);
-  if (bytesRead !== len) throw new MemoryDiffFormatError(`truncated: wanted ${len} bytes at ${pos}, got ${bytesRead}`);
+  if (bytesRead !== len)
+    throw new MemoryDiffFormatError(`truncated: wanted ${len} bytes at ${pos}, got ${bytesRead}`);
   return buf;
 }
 
 /**
  * Writes the pages saved in `diffPath` into the RAM of `pid`, which must map `memoryFile` privately
- * and must not be running guest code yet (started with -incoming defer -S).
+ * and must not be running guest code yet (started with -incoming defer -S). The whole file is
+ * checked (header, every run, total size) before the first byte is written, so a malformed diff
+ * changes nothing. Runs may span several mappings of the file (QEMU can split its RAM mapping).
  */
-export async function loadMemoryDiff(pid: number, memoryFile: string, ramBytes: number, diffPath: string): Promise<number> {
+export async function loadMemoryDiff(
+  pid: number,
+  memoryFile: string,
+  ramBytes: number,
+  diffPath: string,
+): Promise<number> {
   const vmas = await findRamMappings(pid, memoryFile);
   const diff = await open(diffPath, 'r');
-  const mem = await open(`/proc/${pid}/mem`, 'r+');
   try {
     const header = await readExact(diff, HEADER_BYTES, 0);
     if (header.toString('ascii', 0, 8) !== MEMDIFF_MAGIC) throw new MemoryDiffFormatError('bad magic');
     if (header.readUInt32LE(8) !== PAGE_SIZE) throw new MemoryDiffFormatError('unexpected page size');
     if (header.readBigUInt64LE(16) !== BigInt(ramBytes)) {
-      throw new MemoryDiffFormatError(`saved for ${header.readBigUInt64LE(16)} bytes of RAM, this VM has ${ramBytes}`);
+      throw new MemoryDiffFormatError(
+        `saved for ${header.readBigUInt64LE(16)} bytes of RAM, this VM has ${ramBytes}`,
+      );
     }
     const count = Number(header.readBigUInt64LE(24));
     if (count > ramBytes / PAGE_SIZE) throw new MemoryDiffFormatError('run count larger than RAM');
     const table = await readExact(diff, count * RUN_BYTES, HEADER_BYTES);
-    let dataPos = HEADER_BYTES + count * RUN_BYTES;
-    const zeros = Buffer.alloc(Math.min(MAX_RUN_BYTES, ramBytes));
-    let written = 0;
+    const runs: Run[] = [];
+    let dataBytes = 0;
     for (let i = 0; i < count; i++) {
       const offset = Number(table.readBigUInt64LE(i * RUN_BYTES));
       const length = Number(table.readBigUInt64LE(i * RUN_BYTES + 8));
@@ -185,23 +207,48 @@ export async function loadMemoryDiff(pid: number, memoryFile: string, ramBytes: 
       if (offset % PAGE_SIZE || length % PAGE_SIZE || length === 0 || offset + length > ramBytes) {
         throw new MemoryDiffFormatError(`run ${i} (${offset}+${length}) is outside RAM`);
       }
-      const vma = vmas.find((v) => offset >= v.fileOffset && offset + length <= v.fileOffset + (v.end - v.start));
-      if (!vma) throw new MemoryDiffFormatError(`run ${i} is not inside one RAM mapping`);
-      const addr = vma.start + (offset - vma.fileOffset);
-      for (let done = 0; done < length; done += MAX_RUN_BYTES) {
-        const n = Math.min(MAX_RUN_BYTES, length - done);
-        const buf = zero ? zeros.subarray(0, n) : await readExact(diff, n, dataPos);
-        if (!zero) dataPos += n;
-        const { bytesWritten } = await mem.write(buf, 0, n, addr + done);
-        if (bytesWritten !== n) throw new Error(`short write into guest RAM at offset ${offset + done}`);
-        written += n;
+      for (let o = offset; o < offset + length;) {
+        const v = vmas.find((m) => o >= m.fileOffset && o < m.fileOffset + (m.end - m.start));
+        if (!v)
+          throw new MemoryDiffFormatError(`run ${i} covers RAM offset ${o}, which the process does not map`);
+        o = Math.min(offset + length, v.fileOffset + (v.end - v.start));
       }
+      runs.push({ offset, length, zero });
+      if (!zero) dataBytes += length;
     }
+    const dataStart = HEADER_BYTES + count * RUN_BYTES;
     const { size } = await diff.stat();
-    if (dataPos !== size) throw new MemoryDiffFormatError(`${size - dataPos} unexpected trailing bytes`);
-    return written;
+    if (dataStart + dataBytes !== size) {
+      throw new MemoryDiffFormatError(
+        size < dataStart + dataBytes
+          ? `truncated: ${dataStart + dataBytes - size} bytes missing`
+          : `${size - dataStart - dataBytes} unexpected trailing bytes`,
+      );
+    }
+
+    const mem = await open(`/proc/${pid}/mem`, 'r+');
+    try {
+      const zeros = Buffer.alloc(Math.min(MAX_RUN_BYTES, ramBytes));
+      let dataPos = dataStart;
+      let written = 0;
+      for (const r of runs) {
+        // Write in pieces that never cross a mapping boundary nor exceed MAX_RUN_BYTES.
+        for (let o = r.offset; o < r.offset + r.length;) {
+          const v = vmas.find((m) => o >= m.fileOffset && o < m.fileOffset + (m.end - m.start))!;
+          const n = Math.min(MAX_RUN_BYTES, r.offset + r.length - o, v.fileOffset + (v.end - v.start) - o);
+          const buf = r.zero ? zeros.subarray(0, n) : await readExact(diff, n, dataPos);
+          if (!r.zero) dataPos += n;
+          const { bytesWritten } = await mem.write(buf, 0, n, v.start + (o - v.fileOffset));
+          if (bytesWritten !== n) throw new Error(`short write into guest RAM at offset ${o}`);
+          written += n;
+          o += n;
+        }
+      }
+      return written;
+    } finally {
+      await mem.close();
+    }
   } finally {
     await diff.close();
-    await mem.close();
   }
 }

@@ -87,7 +87,21 @@ export class MicroVm {
   /** The last `lines` lines the guest printed on its console. */
   async consoleTail(lines = 20): Promise<string> {
     const text = await readFile(this.layout.consoleLog, 'utf8').catch(() => '');
-    return text.split('\n').slice(-lines - 1).join('\n');
+    return text
+      .split('\n')
+      .slice(-lines - 1)
+      .join('\n');
+  }
+
+  /**
+   * The error to report for a failed operation: when a guest channel closed because QEMU died, the
+   * exit may not have been observed yet, so wait briefly for it and prefer QEMU's own message.
+   */
+  async explain(e: unknown): Promise<unknown> {
+    const p = this.process;
+    if (!p) return e;
+    if (!p.hasExited) await Promise.race([p.exited, new Promise((r) => setTimeout(r, 1_000))]);
+    return p.exitError() ?? e;
   }
 
   /** Closes the host-side connections to this VM's QEMU (not the VM itself). */

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { GUEST_AGENT_PORT, GUEST_CONTROL_PORT, defaultCmdline, qemuArgs, type MachineConfig, type ProcessPaths } from './qemu-args.js';
+import {
+  GUEST_AGENT_PORT,
+  GUEST_CONTROL_PORT,
+  defaultCmdline,
+  qemuArgs,
+  type MachineConfig,
+  type ProcessPaths,
+} from './qemu-args.js';
 
 const machine: MachineConfig = {
   memoryMiB: 256,
@@ -35,14 +42,18 @@ function valuesOf(args: string[], flag: string): string[] {
 describe('qemuArgs', () => {
   it('backs guest RAM with a shared memory-backend-file when memoryShared', () => {
     const args = qemuArgs('vm1', machine, { ...paths, memoryShared: true });
-    expect(valuesOf(args, '-object')).toContain('memory-backend-file,id=ram,size=256M,mem-path=/data/vm/mem.ram,share=on');
+    expect(valuesOf(args, '-object')).toContain(
+      'memory-backend-file,id=ram,size=256M,mem-path=/data/vm/mem.ram,share=on',
+    );
     expect(valuesOf(args, '-machine')[0]).toContain('memory-backend=ram');
     expect(valuesOf(args, '-m')).toEqual(['256M']);
   });
 
   it('maps guest RAM privately (share=off) when not memoryShared', () => {
     const args = qemuArgs('vm1', machine, { ...paths, memoryShared: false });
-    expect(valuesOf(args, '-object')).toContain('memory-backend-file,id=ram,size=256M,mem-path=/data/vm/mem.ram,share=off');
+    expect(valuesOf(args, '-object')).toContain(
+      'memory-backend-file,id=ram,size=256M,mem-path=/data/vm/mem.ram,share=off',
+    );
     expect(args.join(' ')).not.toContain('share=on');
   });
 
@@ -62,8 +73,14 @@ describe('qemuArgs', () => {
     expect(without).not.toContain('-netdev');
     expect(without.join(' ')).not.toContain('virtio-net');
 
-    const withNet = qemuArgs('vm1', { ...machine, network: true }, { ...paths, tapName: 'htap0', macAddress: '52:54:00:12:34:56' });
-    expect(valuesOf(withNet, '-netdev')).toEqual(['tap,id=net0,ifname=htap0,script=no,downscript=no,vhost=off']);
+    const withNet = qemuArgs(
+      'vm1',
+      { ...machine, network: true },
+      { ...paths, tapName: 'htap0', macAddress: '52:54:00:12:34:56' },
+    );
+    expect(valuesOf(withNet, '-netdev')).toEqual([
+      'tap,id=net0,ifname=htap0,script=no,downscript=no,vhost=off',
+    ]);
     expect(valuesOf(withNet, '-device')).toContain('virtio-net-device,netdev=net0,mac=52:54:00:12:34:56');
   });
 
@@ -107,11 +124,15 @@ describe('qemuArgs', () => {
   });
 
   it('rejects a networked machine without a tap name', () => {
-    expect(() => qemuArgs('vm1', { ...machine, network: true }, { ...paths, macAddress: '52:54:00:12:34:56' })).toThrow(TypeError);
+    expect(() =>
+      qemuArgs('vm1', { ...machine, network: true }, { ...paths, macAddress: '52:54:00:12:34:56' }),
+    ).toThrow(TypeError);
   });
 
   it('rejects a networked machine without a MAC address', () => {
-    expect(() => qemuArgs('vm1', { ...machine, network: true }, { ...paths, tapName: 'htap0' })).toThrow(/tapName and macAddress/);
+    expect(() => qemuArgs('vm1', { ...machine, network: true }, { ...paths, tapName: 'htap0' })).toThrow(
+      /tapName and macAddress/,
+    );
   });
 });
 

@@ -27,7 +27,8 @@ export class QemuProcess {
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (s: string) => {
       this.stderr = (this.stderr + s).slice(-STDERR_KEEP_CHARS);
-      for (const line of s.split('\n')) if (line.trim()) log.debug('qemu stderr', { vm: vmId, line: line.trim() });
+      for (const line of s.split('\n'))
+        if (line.trim()) log.debug('qemu stderr', { vm: vmId, line: line.trim() });
     });
     this.exited = new Promise((resolve) => {
       child.on('exit', (code, signal) => {

@@ -78,7 +78,10 @@ export class QmpClient extends EventEmitter {
    * Connects, reads the greeting and negotiates capabilities. Retries while QEMU creates the socket;
    * `abort` lets the caller stop early when the QEMU process has already exited.
    */
-  static async connect(path: string, opts: { timeoutMs?: number; abort?: () => Error | undefined } = {}): Promise<QmpClient> {
+  static async connect(
+    path: string,
+    opts: { timeoutMs?: number; abort?: () => Error | undefined } = {},
+  ): Promise<QmpClient> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const socket = await connectUnix(path, timeoutMs, opts.abort);
     const client = new QmpClient(socket);
@@ -97,7 +100,11 @@ export class QmpClient extends EventEmitter {
   }
 
   /** Runs one QMP command and resolves with its `return` value. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+  execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    opts: { timeoutMs?: number } = {},
+  ): Promise<T> {
     if (this.closed) return Promise.reject(new QmpError(command, 'connection closed'));
     const id = String(this.nextId++);
     const timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
@@ -107,15 +114,21 @@ export class QmpClient extends EventEmitter {
         reject(new QmpTimeoutError(command, timeoutMs));
       }, timeoutMs);
       this.pending.set(id, { command, resolve: resolve as (v: unknown) => void, reject, timer });
-      this.socket.write(JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n');
+      this.socket.write(
+        JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n',
+      );
     });
   }
 
   /** Resolves with the first event named `name` (matching `predicate`), including already-buffered ones. */
-  waitForEvent(name: string, opts: { timeoutMs?: number; predicate?: (e: QmpEvent) => boolean } = {}): Promise<QmpEvent> {
+  waitForEvent(
+    name: string,
+    opts: { timeoutMs?: number; predicate?: (e: QmpEvent) => boolean } = {},
+  ): Promise<QmpEvent> {
     const match = (e: QmpEvent) => e.event === name && (opts.predicate?.(e) ?? true);
     const idx = this.buffered.findIndex(match);
     if (idx >= 0) return Promise.resolve(this.buffered.splice(idx, 1)[0]!);
+    if (this.closed) return Promise.reject(new QmpError(`wait for ${name}`, 'connection closed'));
     const timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
       const cleanup = () => {

@@ -10,7 +10,10 @@ export const RESEED_BYTES = 64;
  * (clones of one snapshot would otherwise share their CSPRNG state), hostname and machine-id set to
  * this VM's. With `thaw`, the filesystems frozen for the snapshot are thawed at the same time.
  */
-export async function applyRestoreHygiene(vm: MicroVm, opts: { thaw: boolean; timeoutMs?: number }): Promise<void> {
+export async function applyRestoreHygiene(
+  vm: MicroVm,
+  opts: { thaw: boolean; timeoutMs?: number },
+): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const control = await vm.control(timeoutMs);
   const fixup = control.fixup(

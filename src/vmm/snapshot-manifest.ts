@@ -70,9 +70,15 @@ export async function readManifest(dir: string): Promise<SnapshotManifest> {
   } catch (e) {
     throw new SnapshotCorruptError(dir, `manifest unreadable (${(e as Error).message})`);
   }
-  if (m?.format !== MANIFEST_FORMAT) throw new SnapshotCorruptError(dir, `unknown manifest format '${String(m?.format)}'`);
+  if (m?.format !== MANIFEST_FORMAT)
+    throw new SnapshotCorruptError(dir, `unknown manifest format '${String(m?.format)}'`);
   for (const f of [m.memory, m.devices, m.initrd, ...(m.diskLayers ?? [])]) {
-    if (!f || typeof f.path !== 'string' || typeof f.sizeBytes !== 'number' || !/^[0-9a-f]{64}$/.test(f.sha256 ?? '')) {
+    if (
+      !f ||
+      typeof f.path !== 'string' ||
+      typeof f.sizeBytes !== 'number' ||
+      !/^[0-9a-f]{64}$/.test(f.sha256 ?? '')
+    ) {
       throw new SnapshotCorruptError(dir, 'manifest lists a file without path, size or checksum');
     }
   }
@@ -82,7 +88,11 @@ export async function readManifest(dir: string): Promise<SnapshotManifest> {
 /** Throws SnapshotIncompatibleError if the snapshot was made for another machine shape or QEMU. */
 export function checkCompatible(dir: string, saved: MachineFingerprint, here: MachineFingerprint): void {
   for (const k of Object.keys(saved) as (keyof MachineFingerprint)[]) {
-    if (saved[k] !== here[k]) throw new SnapshotIncompatibleError(dir, `${k} is ${String(saved[k])} in the snapshot but ${String(here[k])} here`);
+    if (saved[k] !== here[k])
+      throw new SnapshotIncompatibleError(
+        dir,
+        `${k} is ${String(saved[k])} in the snapshot but ${String(here[k])} here`,
+      );
   }
 }
 
@@ -107,12 +117,16 @@ export class VerifiedFiles {
       throw new SnapshotCorruptError(snapshotDir, `${rec.path} is missing`);
     }
     if (st.size !== rec.sizeBytes) {
-      throw new SnapshotCorruptError(snapshotDir, `${rec.path} is ${st.size} bytes; the manifest says ${rec.sizeBytes} (truncated or overwritten)`);
+      throw new SnapshotCorruptError(
+        snapshotDir,
+        `${rec.path} is ${st.size} bytes; the manifest says ${rec.sizeBytes} (truncated or overwritten)`,
+      );
     }
     const key = VerifiedFiles.key(st);
     if (this.seen.get(absPath) === key + rec.sha256) return;
     const actual = await sha256File(absPath);
-    if (actual !== rec.sha256) throw new SnapshotCorruptError(snapshotDir, `${rec.path} does not match its checksum`);
+    if (actual !== rec.sha256)
+      throw new SnapshotCorruptError(snapshotDir, `${rec.path} does not match its checksum`);
     this.seen.set(absPath, key + rec.sha256);
   }
 

@@ -4,7 +4,11 @@ import { connect, type Socket } from 'node:net';
  * Connects to a Unix socket, retrying while the server (QEMU) is still creating it.
  * Rejects with the last error once `timeoutMs` has passed, or at once if `abort` says the server died.
  */
-export async function connectUnix(path: string, timeoutMs: number, abort?: () => Error | undefined): Promise<Socket> {
+export async function connectUnix(
+  path: string,
+  timeoutMs: number,
+  abort?: () => Error | undefined,
+): Promise<Socket> {
   const deadline = Date.now() + timeoutMs;
   let delayMs = 1;
   for (;;) {

@@ -14,7 +14,10 @@ import { assertSafeId } from '../config/data-dir.js';
 export class VmLayout {
   readonly dir: string;
 
-  constructor(vmsDir: string, readonly vmId: string) {
+  constructor(
+    vmsDir: string,
+    readonly vmId: string,
+  ) {
     this.dir = join(vmsDir, assertSafeId(vmId, 'VM id'));
   }
 

@@ -14,10 +14,21 @@ import type { Template } from './engine.js';
 import { parseLayer } from './vm-layout.js';
 
 /** Starts QEMU for a restore and connects the guest channels while the device state loads. */
-async function startRestore(ctx: EngineContext, vm: MicroVm, template: Template, rootDisk: string): Promise<string> {
+async function startRestore(
+  ctx: EngineContext,
+  vm: MicroVm,
+  template: Template,
+  rootDisk: string,
+): Promise<string> {
   const memoryFile = await realpath(join(template.dir, template.manifest.memory.path));
   vm.network = await ctx.network.create();
-  await launchQemu(ctx, vm, { memoryFile, memoryShared: false, rootDisk, incoming: true, network: vm.network });
+  await launchQemu(ctx, vm, {
+    memoryFile,
+    memoryShared: false,
+    rootDisk,
+    incoming: true,
+    network: vm.network,
+  });
   // Connecting now means the guest sees its control port open the moment it runs.
   void vm.control().catch(() => undefined);
   return memoryFile;
@@ -62,9 +73,13 @@ export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Templa
   const m = await readManifest(dir);
   checkCompatible(dir, m.machine, template.manifest.machine);
   if (m.template?.id !== template.id || m.template.memorySha256 !== template.manifest.memory.sha256) {
-    throw new SnapshotIncompatibleError(dir, `made from template ${m.template?.id ?? '?'} with different memory`);
+    throw new SnapshotIncompatibleError(
+      dir,
+      `made from template ${m.template?.id ?? '?'} with different memory`,
+    );
   }
-  for (const f of [m.memory, m.devices, ...m.diskLayers]) await ctx.verified.verify(dir, join(L.dir, f.path), f);
+  for (const f of [m.memory, m.devices, ...m.diskLayers])
+    await ctx.verified.verify(dir, join(L.dir, f.path), f);
 
   const keep = new Set(m.diskLayers.map((f) => f.path.split('/').pop()));
   let top = 0;
@@ -80,17 +95,24 @@ export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Templa
   try {
     const memoryFile = await startRestore(ctx, vm, template, L.layer(next));
     try {
-      await loadMemoryDiff(vm.process!.pid, memoryFile, vm.record.machine.memoryMiB * 1024 * 1024, join(L.dir, m.memory.path));
+      await loadMemoryDiff(
+        vm.process!.pid,
+        memoryFile,
+        vm.record.machine.memoryMiB * 1024 * 1024,
+        join(L.dir, m.memory.path),
+      );
     } catch (e) {
-      if (e instanceof MemoryDiffFormatError) throw new SnapshotCorruptError(dir, `memory diff: ${e.message}`);
+      if (e instanceof MemoryDiffFormatError)
+        throw new SnapshotCorruptError(dir, `memory diff: ${e.message}`);
       throw e;
     }
     await finishRestore(vm, join(L.dir, m.devices.path), m.fsFrozen);
   } catch (e) {
+    const err = await vm.explain(e);
     vm.process?.kill('SIGKILL');
     await vm.process?.exited;
     await rm(L.layer(next), { force: true });
-    throw e;
+    throw err;
   }
   vm.log.info('resumed', { generation: vm.generation, ms: Date.now() - t0 });
 }

@@ -8,7 +8,14 @@ import { SuspendFailedError } from './errors.js';
 import type { Template } from './engine.js';
 import { saveMemoryDiff } from './memory-diff.js';
 import type { MicroVm, VmState } from './microvm.js';
-import { MANIFEST_FORMAT, readManifest, recordFile, writeManifest, type FileRecord, type SnapshotManifest } from './snapshot-manifest.js';
+import {
+  MANIFEST_FORMAT,
+  readManifest,
+  recordFile,
+  writeManifest,
+  type FileRecord,
+  type SnapshotManifest,
+} from './snapshot-manifest.js';
 import { generationName, layerName, parseGeneration } from './vm-layout.js';
 
 const FREEZE_TIMEOUT_MS = 10_000;
@@ -67,7 +74,12 @@ export async function suspendVm(
     await qmp.execute('xen-save-devices-state', { filename: join(tmp, 'devices.state'), live: false });
     await faultPoint('suspend.after-device-state');
     const memoryFile = await realpath(join(template.dir, template.manifest.memory.path));
-    memStats = await saveMemoryDiff(vm.process!.pid, memoryFile, vm.record.machine.memoryMiB * 1024 * 1024, join(tmp, 'memory.diff'));
+    memStats = await saveMemoryDiff(
+      vm.process!.pid,
+      memoryFile,
+      vm.record.machine.memoryMiB * 1024 * 1024,
+      join(tmp, 'memory.diff'),
+    );
     await faultPoint('suspend.after-memory');
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
@@ -118,7 +130,11 @@ export async function suspendVm(
     await faultPoint('suspend.before-commit');
     await rename(tmp, L.generationDir(gen));
     await fsyncDir(L.snapshotsDir);
-    for (const f of [manifest.memory, manifest.devices, manifest.diskLayers[manifest.diskLayers.length - 1]!]) {
+    for (const f of [
+      manifest.memory,
+      manifest.devices,
+      manifest.diskLayers[manifest.diskLayers.length - 1]!,
+    ]) {
       await ctx.verified.trust(join(L.dir, f.path), f);
     }
   } catch (e) {

@@ -42,7 +42,13 @@ describe('cold boot', () => {
 
   it('boots the base disk and answers HTTP on the app port, with the workload as configured', async () => {
     const r = await getJson<Record<string, unknown>>(vm);
-    expect(r).toMatchObject({ uid: 65534, cwd: '/tmp', greeting: 'hello', pid1: 'init', home: '/nonexistent' });
+    expect(r).toMatchObject({
+      uid: 65534,
+      cwd: '/tmp',
+      greeting: 'hello',
+      pid1: 'init',
+      home: '/nonexistent',
+    });
     expect(r.path).toContain('/usr/bin');
   });
 

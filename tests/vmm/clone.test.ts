@@ -53,7 +53,10 @@ describe('template -> clones', () => {
   });
 
   it('reseeds the RNG: clones of one snapshot read different random bytes', async () => {
-    const [ra, rb] = await Promise.all([getJson<{ random: string }>(a, '/random'), getJson<{ random: string }>(b, '/random')]);
+    const [ra, rb] = await Promise.all([
+      getJson<{ random: string }>(a, '/random'),
+      getJson<{ random: string }>(b, '/random'),
+    ]);
     expect(ra.random).toMatch(/^[0-9a-f]{64}$/);
     expect(ra.random).not.toBe(rb.random);
   });

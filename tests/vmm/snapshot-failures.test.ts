@@ -67,7 +67,10 @@ describe('snapshot failures', () => {
     const original = await readFile(devices);
     await chmod(devices, 0o644);
     await truncate(devices, original.length - 100);
-    await expect(engine.resume(vm.id)).rejects.toMatchObject({ code: 'VMM_SNAPSHOT_CORRUPT', message: expect.stringMatching(/devices\.state is \d+ bytes.*truncated/) });
+    await expect(engine.resume(vm.id)).rejects.toMatchObject({
+      code: 'VMM_SNAPSHOT_CORRUPT',
+      message: expect.stringMatching(/devices\.state is \d+ bytes.*truncated/),
+    });
     expect(vm.state).toBe('suspended');
     expect((await leftovers()).qemuPids).toEqual([]);
     await writeFile(devices, original);
@@ -75,7 +78,10 @@ describe('snapshot failures', () => {
     const layer = vm.layout.layer(1);
     await chmod(layer, 0o644);
     await truncate(layer, 65536);
-    await expect(engine.resume(vm.id)).rejects.toMatchObject({ code: 'VMM_SNAPSHOT_CORRUPT', message: expect.stringMatching(/layer-0001\.qcow2 is 65536 bytes/) });
+    await expect(engine.resume(vm.id)).rejects.toMatchObject({
+      code: 'VMM_SNAPSHOT_CORRUPT',
+      message: expect.stringMatching(/layer-0001\.qcow2 is 65536 bytes/),
+    });
     expect(vm.state).toBe('suspended');
     expect(await leftovers()).toEqual({ qemuPids: [], networks: [], runDirs: [] });
   });
@@ -86,7 +92,10 @@ describe('snapshot failures', () => {
     const manifest = join(vm.layout.generationDir(1), 'manifest.json');
     await chmod(manifest, 0o644);
     await writeFile(manifest, '{"format": "hearth-snapshot/1", "memory": ');
-    await expect(engine.resume(vm.id)).rejects.toMatchObject({ code: 'VMM_SNAPSHOT_CORRUPT', message: expect.stringContaining('manifest unreadable') });
+    await expect(engine.resume(vm.id)).rejects.toMatchObject({
+      code: 'VMM_SNAPSHOT_CORRUPT',
+      message: expect.stringContaining('manifest unreadable'),
+    });
   });
 
   it('keeps the VM running when a suspend step fails while QEMU is alive', async () => {
@@ -95,7 +104,10 @@ describe('snapshot failures', () => {
     onFault('suspend.after-memory', () => {
       throw new Error('injected failure');
     });
-    await expect(engine.suspend(vm)).rejects.toMatchObject({ code: 'VMM_SUSPEND_FAILED', vmKeptRunning: true });
+    await expect(engine.suspend(vm)).rejects.toMatchObject({
+      code: 'VMM_SUSPEND_FAILED',
+      vmKeptRunning: true,
+    });
     expect(vm.state).toBe('running');
     // Running and writable: the filesystems were thawed again.
     expect((await getJson<Count>(vm)).count).toBe(TEMPLATE_REQUESTS + 2);
@@ -110,7 +122,10 @@ describe('snapshot failures', () => {
     await getJson(vm);
     await getJson(vm); // these two exist only in the running VM
     onFault('suspend.after-device-state', () => vm.process!.kill('SIGKILL'));
-    await expect(engine.suspend(vm)).rejects.toMatchObject({ code: 'VMM_SUSPEND_FAILED', vmKeptRunning: false });
+    await expect(engine.suspend(vm)).rejects.toMatchObject({
+      code: 'VMM_SUSPEND_FAILED',
+      vmKeptRunning: false,
+    });
     expect(vm.state).toBe('suspended');
     expect(vm.generation).toBe(1);
     expect(await readdir(vm.layout.snapshotsDir)).toEqual(['gen-0001']); // the partial generation is gone
@@ -126,7 +141,10 @@ describe('snapshot failures', () => {
   it('marks a never-suspended VM failed when QEMU dies during its first suspend', async () => {
     const vm = await newClone('kill9-first');
     onFault('suspend.after-device-state', () => vm.process!.kill('SIGKILL'));
-    await expect(engine.suspend(vm)).rejects.toMatchObject({ code: 'VMM_SUSPEND_FAILED', vmKeptRunning: false });
+    await expect(engine.suspend(vm)).rejects.toMatchObject({
+      code: 'VMM_SUSPEND_FAILED',
+      vmKeptRunning: false,
+    });
     expect(vm.state).toBe('failed');
     expect(vm.stateReason).toMatch(/QEMU exited during suspend/);
     expect(await readdir(vm.layout.snapshotsDir)).toEqual([]);
@@ -142,7 +160,10 @@ describe('snapshot failures', () => {
     try {
       await chmod(join(dir, 'memory.raw'), 0o644);
       await truncate(join(dir, 'memory.raw'), 4096);
-      await expect(engine.template(copyId)).rejects.toMatchObject({ code: 'VMM_SNAPSHOT_CORRUPT', message: expect.stringContaining('memory.raw') });
+      await expect(engine.template(copyId)).rejects.toMatchObject({
+        code: 'VMM_SNAPSHOT_CORRUPT',
+        message: expect.stringContaining('memory.raw'),
+      });
     } finally {
       await engine.deleteTemplate(copyId);
     }

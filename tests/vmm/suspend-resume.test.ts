@@ -67,7 +67,9 @@ describe('suspend and resume', () => {
       execFileSync('qemu-img', ['convert', '-O', 'raw', top, raw]);
       // Read-only inspection of the saved filesystem, without the guest: no journal replay needed.
       execFileSync('e2fsck', ['-n', '-f', raw], { stdio: 'pipe' });
-      const text = execFileSync('debugfs', ['-R', 'cat /var/lib/counter/requests.log', raw], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+      const text = execFileSync('debugfs', ['-R', 'cat /var/lib/counter/requests.log', raw], {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).toString();
       expect(logLines(text)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
     } finally {
       rmSync(dir, { recursive: true, force: true });
