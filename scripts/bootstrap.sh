@@ -9,7 +9,8 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 stamp=node_modules/.hearth-lock-sha
 want=$(sha256sum package-lock.json | cut -c1-64)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  # npm ci rejects this registry's lock files (it records only this platform's optional packages); install honours the lock.
+  npm install --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
 fi
 npx tsc -p tsconfig.json

@@ -1,0 +1,80 @@
+import { createServer, type Server } from 'node:net';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Engine } from '../../src/vmm/engine.js';
+import type { MicroVm } from '../../src/vmm/microvm.js';
+import { GUEST_GATEWAY } from '../../src/net/vm-network.js';
+import { openEngine, uniqueId } from '../helpers/vm.js';
+
+/** Tries a TCP connection from inside the guest; resolves to "connected" or the error's name. */
+async function guestConnect(vm: MicroVm, host: string, port: number): Promise<string> {
+  const agent = await vm.agent();
+  const script = `
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print('connected')
+except Exception as e:
+    print(type(e).__name__)
+`;
+  const r = await agent.exec('/usr/bin/python3', ['-c', script, host, String(port)], { timeoutMs: 20_000 });
+  return r.stdout.toString().trim();
+}
+
+/** A refused, timed-out or unreachable connection: the probe ran, and the connection failed. */
+const BLOCKED = /^(TimeoutError|ConnectionRefusedError|OSError)$/;
+
+describe('guest network containment (fail closed)', () => {
+  let engine: Engine;
+  let a: MicroVm;
+  let b: MicroVm;
+  let server: Server;
+  let port: number;
+
+  beforeAll(async () => {
+    engine = await openEngine();
+    const template = await engine.template(inject('counterTemplate'));
+    [a, b] = await Promise.all([
+      engine.clone(template, { vmId: uniqueId('net-a') }),
+      engine.clone(template, { vmId: uniqueId('net-b') }),
+    ]);
+    // A host service listening on every address: the guest must not reach it.
+    server = createServer((s) => s.end('host secret\n'));
+    await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+    port = (server.address() as { port: number }).port;
+  });
+
+  afterAll(async () => {
+    server.close();
+    await engine.destroy(a.id);
+    await engine.destroy(b.id);
+    await engine.close();
+  });
+
+  it('the host reaches the guest app through the forwarded address', async () => {
+    const res = await fetch(`http://${a.hostAddress}:8080/`);
+    expect(res.status).toBe(200);
+  });
+
+  it('the probe itself works: the guest reaches its own app', async () => {
+    expect(await guestConnect(a, '127.0.0.1', 8080)).toBe('connected');
+  });
+
+  it("the guest cannot reach a host service on the host's end of its link", async () => {
+    expect(await guestConnect(a, a.network!.hostIp, port)).toMatch(BLOCKED);
+  });
+
+  it('the guest cannot reach its own namespace gateway', async () => {
+    expect(await guestConnect(a, GUEST_GATEWAY, port)).toMatch(BLOCKED);
+    expect(await guestConnect(a, GUEST_GATEWAY, 22)).toMatch(BLOCKED);
+  });
+
+  it('the guest cannot reach another VM', async () => {
+    expect(await guestConnect(a, b.network!.endpointIp, 8080)).toMatch(BLOCKED);
+    expect(await guestConnect(a, b.network!.hostIp, port)).toMatch(BLOCKED);
+  });
+
+  it('the guest cannot reach the metadata address or the outside', async () => {
+    expect(await guestConnect(a, '169.254.169.254', 80)).toMatch(BLOCKED);
+    expect(await guestConnect(a, '1.1.1.1', 443)).toMatch(BLOCKED);
+  });
+});
