@@ -11,15 +11,15 @@ import { parseArgs } from 'node:util';
 import { DataDir } from '../src/config/data-dir.js';
 import { setupHost } from '../src/setup/setup.js';
 import { Engine } from '../src/vmm/engine.js';
+import { httpGet } from '../src/util/http-get.js';
 import type { MicroVm } from '../src/vmm/microvm.js';
 import { percentile, round, summary } from './stats.js';
 
 const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
 
 async function firstReply(vm: MicroVm): Promise<void> {
-  const res = await fetch(`http://${vm.hostAddress}:8080/`, { signal: AbortSignal.timeout(30_000) });
-  await res.text();
-  if (!res.ok) throw new Error(`reply ${res.status}`);
+  const res = await httpGet(`http://${vm.hostAddress}:8080/`);
+  if (res.status !== 200) throw new Error(`reply ${res.status}`);
 }
 
 async function memoryOf(pid: number): Promise<{ rssMiB: number; pssMiB: number }> {

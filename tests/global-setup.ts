@@ -3,6 +3,7 @@ import type { TestProject } from 'vitest/node';
 import { setupHost } from '../src/setup/setup.js';
 import { sha256 } from '../src/util/hash.js';
 import { Engine } from '../src/vmm/engine.js';
+import { httpGet } from '../src/util/http-get.js';
 import { COUNTER_APP, COUNTER_PORT, TEMPLATE_REQUESTS, testDataDir } from './helpers/env.js';
 
 declare module 'vitest' {
@@ -36,8 +37,7 @@ export default async function setup(project: TestProject): Promise<void> {
       waitForPort: COUNTER_PORT,
     });
     // Serve a few requests first: clones must continue from this state (count 3), not from a fresh start.
-    for (let i = 0; i < TEMPLATE_REQUESTS; i++)
-      await fetch(`http://${vm.hostAddress}:${COUNTER_PORT}/`).then((r) => r.text());
+    for (let i = 0; i < TEMPLATE_REQUESTS; i++) await httpGet(`http://${vm.hostAddress}:${COUNTER_PORT}/`);
     await engine.createTemplate(vm, templateId);
   } finally {
     await engine.close();

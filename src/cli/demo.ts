@@ -1,5 +1,6 @@
 import type { DataDir } from '../config/data-dir.js';
 import { Engine } from '../vmm/engine.js';
+import { httpGet } from '../util/http-get.js';
 
 // A tiny app for the demo: answers with its hostname and a request counter kept in memory.
 const DEMO_APP = `
@@ -36,14 +37,14 @@ export async function runDemo(dataDir: DataDir, opts: { exitWhenDone: boolean })
       `booted microVM ${booted.id} (${booted.record.machine.accel}, ${booted.record.machine.memoryMiB} MiB) in ${Date.now() - t} ms`,
     );
     say(
-      `  GET http://${booted.hostAddress}:8080/ -> ${(await (await fetch(`http://${booted.hostAddress}:8080/`)).text()).trim()}`,
+      `  GET http://${booted.hostAddress}:8080/ -> ${(await httpGet(`http://${booted.hostAddress}:8080/`)).body.trim()}`,
     );
     t = Date.now();
     const template = await engine.createTemplate(booted, 'demo');
     say(`snapshotted it as template '${template.id}' in ${Date.now() - t} ms`);
     t = Date.now();
     const vm = await engine.clone(template, { vmId: 'demo' });
-    const reply = (await (await fetch(`http://${vm.hostAddress}:8080/`)).text()).trim();
+    const reply = (await httpGet(`http://${vm.hostAddress}:8080/`)).body.trim();
     say(`launched clone ${vm.id} from the snapshot and got its first reply in ${Date.now() - t} ms`);
     say(`  GET http://${vm.hostAddress}:8080/ -> ${reply}`);
     if (opts.exitWhenDone) return 0;

@@ -20,6 +20,7 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   'libc6-dev': 'static libc for the guest init',
   iproute2: 'network namespaces, veth and tap devices',
   nftables: 'per-VM packet filtering and port forwarding',
+  conntrack: 'flushing connection tracking when a VM network is recycled',
   'util-linux': 'nsenter, to start QEMU inside a VM network namespace',
   'ca-certificates': 'TLS to Debian mirrors',
 };

@@ -234,7 +234,7 @@ export class Engine {
       await writeFileAtomic(L.recordFile, JSON.stringify(record, null, 2));
       const baseDisk = o.baseDisk ?? { path: a.baseDisk.path, format: 'raw' as const };
       await createOverlay(L.layer(1), baseDisk.path, baseDisk.format);
-      vm.network = await this.ctx.network.create();
+      vm.network = await this.ctx.network.acquire();
       const base = await readFile(a.initramfs);
       const initrd = Buffer.concat([
         base,
@@ -564,9 +564,7 @@ export class Engine {
     vm.process = undefined;
     vm.disconnect();
     if (vm.network) {
-      await this.ctx.network
-        .destroy(vm.network)
-        .catch((e: Error) => vm.log.error('network cleanup failed', { error: e.message }));
+      this.ctx.network.release(vm.network);
       vm.network = undefined;
     }
     await rm(vm.layout.runDir, { recursive: true, force: true });
@@ -584,6 +582,7 @@ export class Engine {
     for (const vm of this.vms.values()) {
       if (vm.process) await this.teardown(vm, 'stopped', 'engine closed');
     }
+    await this.ctx.network.drain();
     await rm(this.lockFile, { force: true });
   }
 }

@@ -85,19 +85,33 @@ export class GuestControlClient {
     await this.request('ping', [], timeoutMs);
   }
 
-  /** Applies restore hygiene in the guest: clock, RNG reseed, hostname, machine-id. */
-  async fixup(f: RestoreFixup, timeoutMs?: number): Promise<void> {
+  /**
+   * Applies restore hygiene in the guest: clock, RNG reseed, hostname, machine-id; with `thaw`, first
+   * thaws filesystems frozen for the snapshot (one round trip for both).
+   */
+  async fixup(f: RestoreFixup, timeoutMs?: number, opts: { thaw?: boolean } = {}): Promise<void> {
     if (!HOSTNAME_PATTERN.test(f.hostname))
       throw new GuestControlError('fixup', `invalid hostname '${f.hostname}'`);
     if (!/^[0-9a-f]{32}$/.test(f.machineId))
       throw new GuestControlError('fixup', 'machine id must be 32 hex digits');
     if (f.entropy.length < 16 || f.entropy.length > 512)
       throw new GuestControlError('fixup', 'entropy must be 16-512 bytes');
-    await this.request(
-      'fixup',
-      [f.realtimeNs.toString(), f.entropy.toString('hex'), f.hostname, f.machineId],
-      timeoutMs,
-    );
+    const args = [f.realtimeNs.toString(), f.entropy.toString('hex'), f.hostname, f.machineId];
+    if (opts.thaw) args.push('thaw');
+    await this.request('fixup', args, timeoutMs);
+  }
+
+  /**
+   * Freezes every writable guest filesystem (FIFREEZE, innermost first): when it resolves, every
+   * write the guest completed is on its disks and the filesystems are clean. Returns how many.
+   */
+  async freeze(timeoutMs?: number): Promise<number> {
+    return Number(await this.request('freeze', [], timeoutMs));
+  }
+
+  /** Thaws every frozen guest filesystem. Returns how many were thawed. */
+  async thaw(timeoutMs?: number): Promise<number> {
+    return Number(await this.request('thaw', [], timeoutMs));
   }
 
   /** The workload's state as hearth-init sees it. */

@@ -1,6 +1,4 @@
-import { createReadStream } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import type { VmNetwork } from '../net/vm-network.js';
 import type { EngineContext } from './context.js';
 import type { MicroVm } from './microvm.js';
@@ -79,7 +77,11 @@ export async function loadDeviceState(vm: MicroVm, devicesFile: string, timeoutM
   });
   done.catch(() => undefined);
   const conn = await connectUnix(sock, 5_000, () => vm.process?.exitError());
-  await pipeline(createReadStream(devicesFile), conn);
+  // Device state is small (tens of KiB). QEMU may close its end as soon as it has read the
+  // end-of-stream marker, before our side finishes closing: success or failure is judged by the
+  // MIGRATION event (or QEMU's exit), not by the socket.
+  conn.on('error', () => undefined);
+  conn.end(await readFile(devicesFile));
   const ev = await Promise.race([
     done,
     vm.process!.exited.then(() => {

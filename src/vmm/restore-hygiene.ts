@@ -16,7 +16,7 @@ export async function applyRestoreHygiene(
 ): Promise<void> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const control = await vm.control(timeoutMs);
-  const fixup = control.fixup(
+  await control.fixup(
     {
       realtimeNs: BigInt(Date.now()) * 1_000_000n,
       entropy: randomBytes(RESEED_BYTES),
@@ -24,7 +24,6 @@ export async function applyRestoreHygiene(
       machineId: vm.record.machineId,
     },
     timeoutMs,
+    { thaw: opts.thaw },
   );
-  const thaw = opts.thaw ? vm.agent(timeoutMs).then((a) => a.fsfreezeThaw(timeoutMs)) : Promise.resolve(0);
-  await Promise.all([fixup, thaw]);
 }

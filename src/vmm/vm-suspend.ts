@@ -24,7 +24,7 @@ type Teardown = (vm: MicroVm, state: VmState, reason: string) => Promise<void>;
 
 /**
  * Suspends a running clone. Steps, and what a failure at each leaves:
- *   1. freeze guest filesystems (agent)        -> thawed, VM keeps running
+ *   1. freeze guest filesystems (hearth-init)  -> thawed, VM keeps running
  *   2. stop vCPUs, save device state, save RAM diff into gen-N.tmp/
  *                                              -> VM continued and thawed; or, if QEMU died, the VM is
  *                                                 'suspended' at generation N-1 (or 'failed' if none)
@@ -51,8 +51,8 @@ export async function suspendVm(
 
   // 1. Freeze.
   try {
-    const agent = await vm.agent(FREEZE_TIMEOUT_MS);
-    await agent.fsfreezeFreeze(FREEZE_TIMEOUT_MS);
+    const control = await vm.control(FREEZE_TIMEOUT_MS);
+    await control.freeze(FREEZE_TIMEOUT_MS);
   } catch (e) {
     if (await qemuAlive(vm)) {
       await thawQuietly(vm);
@@ -182,7 +182,7 @@ async function qemuAlive(vm: MicroVm): Promise<boolean> {
 async function thawQuietly(vm: MicroVm): Promise<void> {
   if (!vm.process || vm.process.hasExited) return;
   try {
-    await (await vm.agent(2_000)).fsfreezeThaw(5_000);
+    await (await vm.control(2_000)).thaw(5_000);
   } catch {
     /* the agent is unreachable; nothing more can be done here */
   }

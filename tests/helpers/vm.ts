@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Engine } from '../../src/vmm/engine.js';
+import { httpGet } from '../../src/util/http-get.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
 import { testDataDir } from './env.js';
 
@@ -16,9 +17,9 @@ export function uniqueId(prefix: string): string {
 /** GET a JSON path from the VM's port 8080, through its network namespace forwarding. */
 export async function getJson<T = Record<string, unknown>>(vm: MicroVm, path = '/', port = 8080): Promise<T> {
   if (!vm.hostAddress) throw new Error(`VM ${vm.id} is not running (${vm.state})`);
-  const res = await fetch(`http://${vm.hostAddress}:${port}${path}`, { signal: AbortSignal.timeout(30_000) });
-  if (!res.ok) throw new Error(`GET ${path}: ${res.status}`);
-  return (await res.json()) as T;
+  const res = await httpGet(`http://${vm.hostAddress}:${port}${path}`);
+  if (res.status !== 200) throw new Error(`GET ${path}: ${res.status}`);
+  return JSON.parse(res.body) as T;
 }
 
 /** Runs a shell command in the guest through the agent and returns stdout (throws on non-zero exit). */
@@ -31,12 +32,13 @@ export async function sh(vm: MicroVm, script: string): Promise<string> {
 
 export interface Leftovers {
   qemuPids: number[];
-  networks: string[];
+  /** Networks held by VMs (the engine's ready spares are not leftovers). */
+  networksInUse: number;
   runDirs: string[];
 }
 
-/** What is left on the host for VMs of the test data directory: processes, networks, socket dirs. */
-export async function leftovers(exceptVmIds: string[] = []): Promise<Leftovers> {
+/** What is held on the host for VMs of the test data directory: processes, networks, socket dirs. */
+export async function leftovers(engine: Engine, exceptVmIds: string[] = []): Promise<Leftovers> {
   const dataDir = testDataDir();
   const qemuPids: number[] = [];
   for (const d of await readdir('/proc')) {
@@ -47,12 +49,18 @@ export async function leftovers(exceptVmIds: string[] = []): Promise<Leftovers> 
     if (exceptVmIds.some((id) => argv.some((a) => a.includes(`/vms/${id}/`)))) continue;
     qemuPids.push(Number(d));
   }
-  const networks = await readdir(join(dataDir.root, 'run', 'net')).catch(() => [] as string[]);
   const runDirs: string[] = [];
   for (const id of await readdir(dataDir.vmsDir).catch(() => [] as string[])) {
     if (exceptVmIds.includes(id)) continue;
     const entries = await readdir(join(dataDir.vmsDir, id)).catch(() => [] as string[]);
     if (entries.includes('run')) runDirs.push(id);
   }
-  return { qemuPids, networks, runDirs };
+  return { qemuPids, networksInUse: engine.ctx.network.activeCount - exceptVmIds.length, runDirs };
+}
+
+export const NOTHING_LEFT: Leftovers = { qemuPids: [], networksInUse: 0, runDirs: [] };
+
+/** Network namespaces this data directory still owns (after an engine closed: must be none). */
+export async function recordedNetworks(): Promise<string[]> {
+  return readdir(join(testDataDir().root, 'run', 'net')).catch(() => [] as string[]);
 }

@@ -2,7 +2,15 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
-import { getJson, leftovers, openEngine, sh, uniqueId } from '../helpers/vm.js';
+import {
+  getJson,
+  leftovers,
+  NOTHING_LEFT,
+  openEngine,
+  recordedNetworks,
+  sh,
+  uniqueId,
+} from '../helpers/vm.js';
 
 // A workload that reports how it was started, and says goodbye on SIGTERM.
 const APP = `
@@ -38,6 +46,7 @@ describe('cold boot', () => {
   afterAll(async () => {
     await engine.destroy(vmId);
     await engine.close();
+    expect(await recordedNetworks()).toEqual([]);
   });
 
   it('boots the base disk and answers HTTP on the app port, with the workload as configured', async () => {
@@ -100,9 +109,6 @@ describe('cold boot', () => {
     expect(log).toContain('app: got SIGTERM');
     expect(log).toContain('workload exited with status 0');
     expect(() => process.kill(pid, 0)).toThrow();
-    const left = await leftovers();
-    expect(left.qemuPids).toEqual([]);
-    expect(left.networks).toEqual([]);
-    expect(left.runDirs).toEqual([]);
+    expect(await leftovers(engine)).toEqual(NOTHING_LEFT);
   });
 });

@@ -5,7 +5,15 @@ import { clearFaults, onFault } from '../../src/util/faults.js';
 import type { Engine, Template } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
 import { TEMPLATE_REQUESTS } from '../helpers/env.js';
-import { getJson, leftovers, openEngine, sh, uniqueId } from '../helpers/vm.js';
+import {
+  getJson,
+  leftovers,
+  NOTHING_LEFT,
+  openEngine,
+  recordedNetworks,
+  sh,
+  uniqueId,
+} from '../helpers/vm.js';
 
 type Count = { count: number };
 
@@ -41,6 +49,7 @@ describe('snapshot failures', () => {
 
   afterAll(async () => {
     await engine.close();
+    expect(await recordedNetworks()).toEqual([]); // spares included: nothing outlives the engine
   });
 
   it('rejects a bit-flipped memory snapshot with a clear error, starts nothing, and resumes once repaired', async () => {
@@ -54,7 +63,7 @@ describe('snapshot failures', () => {
       message: expect.stringContaining('memory.diff does not match its checksum'),
     });
     expect(vm.state).toBe('suspended');
-    expect((await leftovers()).qemuPids).toEqual([]);
+    expect((await leftovers(engine)).qemuPids).toEqual([]);
     await writeFile(diff, original);
     await engine.resume(vm.id);
     expect((await getJson<Count>(vm)).count).toBe(TEMPLATE_REQUESTS + 2);
@@ -72,7 +81,7 @@ describe('snapshot failures', () => {
       message: expect.stringMatching(/devices\.state is \d+ bytes.*truncated/),
     });
     expect(vm.state).toBe('suspended');
-    expect((await leftovers()).qemuPids).toEqual([]);
+    expect((await leftovers(engine)).qemuPids).toEqual([]);
     await writeFile(devices, original);
 
     const layer = vm.layout.layer(1);
@@ -83,7 +92,7 @@ describe('snapshot failures', () => {
       message: expect.stringMatching(/layer-0001\.qcow2 is 65536 bytes/),
     });
     expect(vm.state).toBe('suspended');
-    expect(await leftovers()).toEqual({ qemuPids: [], networks: [], runDirs: [] });
+    expect(await leftovers(engine)).toEqual(NOTHING_LEFT);
   });
 
   it('rejects a snapshot whose manifest is damaged', async () => {
@@ -129,7 +138,7 @@ describe('snapshot failures', () => {
     expect(vm.state).toBe('suspended');
     expect(vm.generation).toBe(1);
     expect(await readdir(vm.layout.snapshotsDir)).toEqual(['gen-0001']); // the partial generation is gone
-    expect(await leftovers()).toEqual({ qemuPids: [], networks: [], runDirs: [] });
+    expect(await leftovers(engine)).toEqual(NOTHING_LEFT);
     clearFaults();
     await engine.resume(vm.id);
     // Back exactly at generation 1, memory and disk consistent with each other.
@@ -148,7 +157,7 @@ describe('snapshot failures', () => {
     expect(vm.state).toBe('failed');
     expect(vm.stateReason).toMatch(/QEMU exited during suspend/);
     expect(await readdir(vm.layout.snapshotsDir)).toEqual([]);
-    expect(await leftovers()).toEqual({ qemuPids: [], networks: [], runDirs: [] });
+    expect(await leftovers(engine)).toEqual(NOTHING_LEFT);
   });
 
   it('rejects a template whose memory file was truncated', async () => {

@@ -18,8 +18,10 @@
  *
  * Control protocol, one line per request and per reply (both end with '\n', at most 4095 bytes):
  *   "<id> ping"                                        -> "<id> ok pong"
- *   "<id> fixup <realtime_ns> <entropy_hex> <hostname> <machine_id>"
+ *   "<id> fixup <realtime_ns> <entropy_hex> <hostname> <machine_id> [thaw]"
  *                                                      -> "<id> ok" | "<id> err <message>"
+ *   "<id> freeze"                                      -> "<id> ok <count>" (FIFREEZE every writable fs)
+ *   "<id> thaw"                                        -> "<id> ok <count>"
  *   "<id> status"                                      -> "<id> ok running <pid>" | "<id> ok exited <code>"
  *   "<id> poweroff <grace_ms>"                         -> "<id> ok", then the VM powers off
  */
@@ -31,6 +33,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/random.h>
 #include <net/if.h>
 #include <net/route.h>
@@ -569,8 +572,10 @@ static int reseed_rng(const char *hex) {
   return rc;
 }
 
+/* Writes the machine id unless the file already holds it (a resume keeps its identity, and must
+ * not write to a filesystem that may still be frozen). */
 static int write_machine_id(const char *id) {
-  char line[40];
+  char line[40], cur[40];
   if (strlen(id) != 32) return -1;
   for (const char *p = id; *p; p++)
     if (hexval(*p) < 0) return -1;
@@ -579,12 +584,104 @@ static int write_machine_id(const char *id) {
   const char *paths[] = {"/run/hearth/machine-id", "/etc/machine-id"};
   for (int i = 0; i < 2; i++) {
     if (i == 1 && access("/etc", W_OK) != 0) break;
+    int rfd = open(paths[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (rfd >= 0) {
+      ssize_t n = read(rfd, cur, 33);
+      close(rfd);
+      if (n == 33 && !memcmp(cur, line, 33)) {
+        ok++;
+        continue;
+      }
+    }
     int fd = open(paths[i], O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0444);
     if (fd < 0) continue;
     if (write(fd, line, 33) == 33) ok++;
     close(fd);
   }
   return ok > 0 ? 0 : -1;
+}
+
+/* ---- filesystem freeze ---- */
+
+static const char *const NOT_FREEZABLE[] = {"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "ramfs", "cgroup",
+                                            "cgroup2", "mqueue", "debugfs", "tracefs", "securityfs", "pstore",
+                                            "bpf", "hugetlbfs", "configfs", "fusectl", "autofs", "binfmt_misc",
+                                            "rpc_pipefs", "nsfs", "overlay", "squashfs", "iso9660", NULL};
+
+/* Decodes the octal escapes (\040 for a space) of a /proc/mounts field, in place. */
+static void unescape_mount_field(char *s) {
+  char *w = s;
+  for (char *r = s; *r; r++) {
+    if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+      *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+      r += 3;
+    } else *w++ = *r;
+  }
+  *w = 0;
+}
+
+/* Collects writable, freezable mount points (in mount order) into paths; returns their count. */
+static int freezable_mounts(char paths[][PATH_MAX], int max) {
+  FILE *f = fopen("/proc/self/mounts", "re");
+  if (!f) return -1;
+  char line[PATH_MAX * 2];
+  int n = 0;
+  while (n < max && fgets(line, sizeof(line), f)) {
+    char *save = NULL;
+    strtok_r(line, " ", &save);
+    char *dir = strtok_r(NULL, " ", &save);
+    char *type = strtok_r(NULL, " ", &save);
+    char *opts = strtok_r(NULL, " ", &save);
+    if (!dir || !type || !opts || strncmp(opts, "rw", 2) != 0 || (opts[2] != ',' && opts[2] != 0)) continue;
+    int skip = 0;
+    for (int i = 0; NOT_FREEZABLE[i]; i++)
+      if (!strcmp(type, NOT_FREEZABLE[i])) skip = 1;
+    if (skip) continue;
+    unescape_mount_field(dir);
+    snprintf(paths[n++], PATH_MAX, "%s", dir);
+  }
+  fclose(f);
+  return n;
+}
+
+#define MAX_FREEZE 64
+
+/* FITHAW on every freezable mount; a filesystem that is not frozen is not an error. */
+static int thaw_all(void) {
+  static char paths[MAX_FREEZE][PATH_MAX];
+  int n = freezable_mounts(paths, MAX_FREEZE), thawed = 0;
+  for (int i = 0; i < n; i++) {
+    int fd = open(paths[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (ioctl(fd, FITHAW, 0) == 0) thawed++;
+    close(fd);
+  }
+  return thawed;
+}
+
+/* FIFREEZE on every freezable mount, innermost first: when it returns, every write the guest
+ * completed is on the disks and the filesystems are clean. On failure, thaws what it froze. */
+static int freeze_all(char *err, size_t errlen) {
+  static char paths[MAX_FREEZE][PATH_MAX];
+  int n = freezable_mounts(paths, MAX_FREEZE), frozen = 0;
+  if (n < 0) {
+    snprintf(err, errlen, "cannot read /proc/self/mounts: %s", strerror(errno));
+    return -1;
+  }
+  for (int i = n - 1; i >= 0; i--) {
+    int fd = open(paths[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) continue;
+    int rc = ioctl(fd, FIFREEZE, 0);
+    int e = errno;
+    close(fd);
+    if (rc == 0) frozen++;
+    else if (e != EOPNOTSUPP && e != EBUSY && e != ENOTTY) {
+      snprintf(err, errlen, "freeze %s: %s", paths[i], strerror(e));
+      thaw_all();
+      return -1;
+    }
+  }
+  return frozen;
 }
 
 static void ctl_handle(char *line) {
@@ -598,15 +695,24 @@ static void ctl_handle(char *line) {
     if (workload_exited) ctl_reply(id, "ok exited %d", workload_status);
     else if (workload_pid > 0) ctl_reply(id, "ok running %d", workload_pid);
     else ctl_reply(id, "ok none");
+  } else if (!strcmp(cmd, "freeze")) {
+    char err[256];
+    int n = freeze_all(err, sizeof(err));
+    if (n < 0) ctl_reply(id, "err %s", err);
+    else ctl_reply(id, "ok %d", n);
+  } else if (!strcmp(cmd, "thaw")) {
+    ctl_reply(id, "ok %d", thaw_all());
   } else if (!strcmp(cmd, "fixup")) {
     char *ns = strtok_r(NULL, " ", &save);
     char *entropy = strtok_r(NULL, " ", &save);
     char *host = strtok_r(NULL, " ", &save);
     char *mid = strtok_r(NULL, " ", &save);
+    char *flags = strtok_r(NULL, " ", &save);
     if (!ns || !entropy || !host || !mid) {
-      ctl_reply(id, "err usage: fixup <realtime_ns> <entropy_hex> <hostname> <machine_id>");
+      ctl_reply(id, "err usage: fixup <realtime_ns> <entropy_hex> <hostname> <machine_id> [thaw]");
       return;
     }
+    if (flags && !strcmp(flags, "thaw")) thaw_all();
     long long t = strtoll(ns, NULL, 10);
     struct timespec ts = {.tv_sec = t / 1000000000LL, .tv_nsec = t % 1000000000LL};
     if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
