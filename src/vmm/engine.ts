@@ -6,7 +6,7 @@ import { HearthError } from '../errors.js';
 import type { DataDir } from '../config/data-dir.js';
 import { assertSafeId } from '../config/data-dir.js';
 import { bootConfigArchive, type WorkloadSpec } from '../guest/workload-config.js';
-import { NetworkManager } from '../net/vm-network.js';
+import { GUEST_GATEWAY, GUEST_IP, GUEST_PREFIX, NetworkManager } from '../net/vm-network.js';
 import { loadHostArtifacts, type HostArtifacts } from '../setup/host-artifacts.js';
 import { run } from '../util/exec.js';
 import { fsyncDir, fsyncFile, writeFileAtomic } from '../util/fs-atomic.js';
@@ -29,6 +29,7 @@ import {
   checkCompatible,
 } from './snapshot-manifest.js';
 import { VmLayout } from './vm-layout.js';
+import { HOSTNAME_PATTERN } from './guest-control.js';
 import { suspendVm } from './vm-suspend.js';
 import { restoreClone, resumeVm } from './vm-restore.js';
 import { killOrphanQemus } from './orphans.js';
@@ -206,13 +207,20 @@ export class Engine {
     }
     const a = this.ctx.artifacts;
     const L = new VmLayout(this.ctx.dataDir.vmsDir, o.vmId);
+    const hostname = o.hostname ?? o.vmId;
+    if (!HOSTNAME_PATTERN.test(hostname))
+      throw new RangeError(`hostname '${hostname.slice(0, 70)}' is not a valid host name`);
     const machine: MachineConfig = {
       memoryMiB: o.memoryMiB ?? DEFAULT_MEMORY_MIB,
       vcpus: o.vcpus ?? 1,
       accel: a.accel.accel,
       kernelPath: a.kernel.vmlinuz,
       initrdPath: L.initrd,
-      cmdline: defaultCmdline(),
+      cmdline: defaultCmdline([
+        `hearth.ip=${GUEST_IP}/${GUEST_PREFIX}`,
+        `hearth.gw=${GUEST_GATEWAY}`,
+        `hearth.hostname=${hostname}`,
+      ]),
       tcgCacheMiB: this.ctx.tcgCacheMiB,
       network: true,
     };
@@ -221,7 +229,7 @@ export class Engine {
       createdAt: new Date().toISOString(),
       origin: { kind: 'boot' },
       machine,
-      hostname: o.hostname ?? o.vmId,
+      hostname,
       machineId: randomBytes(16).toString('hex'),
       ...(o.workload ? { workload: o.workload } : {}),
     };
@@ -240,7 +248,7 @@ export class Engine {
         base,
         // The kernel only looks for the next archive at a 4-byte aligned offset after a compressed one.
         Buffer.alloc((4 - (base.length % 4)) % 4),
-        bootConfigArchive({ workload: o.workload, hostname: record.hostname, network: vm.network.guest }),
+        bootConfigArchive({ workload: o.workload, hostname }),
       ]);
       await writeFile(L.initrd, initrd, { mode: 0o644 });
       await launchQemu(this.ctx, vm, {

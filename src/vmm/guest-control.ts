@@ -21,7 +21,8 @@ interface Pending {
   command: string;
 }
 
-const HOSTNAME_PATTERN = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+/** An RFC 1123 host name label. */
+export const HOSTNAME_PATTERN = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
 
 /**
  * Client for hearth-init's control port (virtio-serial "org.hearth.ctl.0"): one text line per

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/vmm/engine.js';
@@ -87,6 +88,18 @@ describe('cold boot', () => {
     expect(await agent.fsfreezeStatus()).toBe('thawed');
   });
 
+  it('sets the guest clock through the agent', async () => {
+    const agent = await vm.agent();
+    const target = Date.now() + 3_600_000; // an hour ahead
+    // qemu-ga then runs the image's /sbin/hwclock, absent here: it may report that, after setting the time.
+    await agent
+      .setTime(BigInt(target) * 1_000_000n, 15_000)
+      .catch((e: Error) => expect(e.message).toMatch(/hwclock/));
+    const guestSeconds = Number((await sh(vm, 'date +%s')).trim());
+    expect(Math.abs(guestSeconds - target / 1000)).toBeLessThan(5);
+    await agent.setTime(BigInt(Date.now()) * 1_000_000n, 15_000).catch(() => undefined);
+  });
+
   it('reaps orphaned processes (no zombies under init)', async () => {
     await sh(vm, '(sleep 0.2 &) ; true');
     await new Promise((r) => setTimeout(r, 1500));
@@ -110,5 +123,10 @@ describe('cold boot', () => {
     expect(log).toContain('workload exited with status 0');
     expect(() => process.kill(pid, 0)).toThrow();
     expect(await leftovers(engine)).toEqual(NOTHING_LEFT);
+  });
+
+  it('destroy removes every file of the VM', async () => {
+    await engine.destroy(vmId);
+    expect(existsSync(vm.layout.dir)).toBe(false);
   });
 });

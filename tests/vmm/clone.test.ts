@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Engine, Template } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
@@ -83,5 +84,14 @@ describe('template -> clones', () => {
     expect(a.network!.slot).not.toBe(b.network!.slot);
     expect(engine.ctx.network.activeCount).toBe(2);
     expect(await leftovers(engine, [a.id, b.id])).toEqual(NOTHING_LEFT);
+  });
+  it('stops a clone by force (kill): no process, network or socket directory is left', async () => {
+    const pid = b.process!.pid;
+    await engine.kill(b);
+    expect(b.state).toBe('stopped');
+    expect(() => process.kill(pid, 0)).toThrow();
+    expect(await leftovers(engine, [a.id])).toEqual(NOTHING_LEFT);
+    await engine.destroy(b.id);
+    expect(existsSync(b.layout.dir)).toBe(false);
   });
 });

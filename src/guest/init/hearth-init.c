@@ -5,16 +5,18 @@
  * in the image's root filesystem is changed. Statically linked: images with another libc, or with no
  * shell at all, still boot.
  *
- * It mounts the kernel filesystems, configures the network and hostname from
- * /run/hearth/workload.cfg, starts qemu-guest-agent (bundled under /run/hearth/agent with its own
- * loader and libraries), runs the workload with its argv/env/cwd/user and its stdout/stderr on the
- * console, reaps zombies, forwards signals to the workload, and serves the host's control port
- * (virtio-serial "org.hearth.ctl.0"), which applies restore hygiene after a snapshot restore:
- * wall clock, RNG reseed and identity.
+ * It mounts the kernel filesystems, configures the network and hostname from the kernel command
+ * line (hearth.ip=, hearth.gw=, hearth.mtu=, hearth.hostname=), starts qemu-guest-agent (bundled
+ * under /run/hearth/agent with its own loader and libraries), runs the workload with its
+ * argv/env/cwd/user and its stdout/stderr on the console, reaps zombies, forwards signals to the
+ * workload, and serves the host's control port (virtio-serial "org.hearth.ctl.0"), which applies
+ * restore hygiene after a snapshot restore (wall clock, RNG reseed, identity) and freezes and thaws
+ * the filesystems around a suspend.
  *
- * workload.cfg is a sequence of NUL-terminated strings taken in pairs (key, value); keys:
- *   arg (repeated, in order), env (repeated, "NAME=value"), cwd, user ("uid[:gid]" or "name[:group]"),
- *   hostname, ip ("a.b.c.d/prefix"), gateway ("a.b.c.d"), mtu, on-exit ("keep" | "poweroff").
+ * The workload comes from /run/hearth/workload.cfg (appended to the initramfs per boot): a sequence
+ * of NUL-terminated strings taken in pairs (key, value); keys: arg (repeated, in order), env
+ * (repeated, "NAME=value"), cwd, user ("uid[:gid]" or "name[:group]"), on-exit ("keep" |
+ * "poweroff"), and hostname, ip, gateway, mtu (which the kernel command line overrides).
  *
  * Control protocol, one line per request and per reply (both end with '\n', at most 4095 bytes):
  *   "<id> ping"                                        -> "<id> ok pong"
@@ -177,6 +179,21 @@ static int load_config(void) {
   }
   cfg.argv[cfg.argc] = NULL;
   return 0;
+}
+
+/* Network and hostname come from the kernel command line (hearth.ip=a.b.c.d/prefix, hearth.gw=,
+ * hearth.mtu=, hearth.hostname=); they override workload.cfg's values of the same meaning. */
+static void load_cmdline(void) {
+  size_t len = 0;
+  char *buf = read_file("/proc/cmdline", &len);
+  if (!buf) return;
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+    if (!strncmp(tok, "hearth.ip=", 10)) cfg.ip = tok + 10;
+    else if (!strncmp(tok, "hearth.gw=", 10)) cfg.gateway = tok + 10;
+    else if (!strncmp(tok, "hearth.mtu=", 11)) cfg.mtu = atoi(tok + 11);
+    else if (!strncmp(tok, "hearth.hostname=", 16)) cfg.hostname = tok + 16;
+  }
 }
 
 static int env_has(const char *name) {
@@ -781,6 +798,7 @@ int main(void) {
   reboot(RB_DISABLE_CAD);
 
   load_config();
+  load_cmdline();
   if (cfg.hostname && sethostname(cfg.hostname, strlen(cfg.hostname)) < 0)
     logmsg("sethostname: %s", strerror(errno));
   configure_network();
