@@ -267,6 +267,20 @@ static void configure_network(void) {
 
 /* ---- users ---- */
 
+/* Splits an /etc/passwd- or /etc/group-style line (newline stripped) at ':' into at most `max`
+ * fields, in place; returns how many. */
+static int split_colon_line(char *line, char **fields, int max) {
+  line[strcspn(line, "\n")] = 0;
+  int n = 0;
+  char *s = line;
+  fields[n++] = s;
+  while (n < max && (s = strchr(s, ':'))) {
+    *s++ = 0;
+    fields[n++] = s;
+  }
+  return n;
+}
+
 /* Looks a name up in an /etc/passwd- or /etc/group-style file of the image; returns the line's
  * fields split in place, or 0 when absent. */
 static int lookup_colon_file(const char *path, const char *name, char *line, size_t cap, char **fields,
@@ -275,15 +289,7 @@ static int lookup_colon_file(const char *path, const char *name, char *line, siz
   if (!f) return 0;
   int found = 0;
   while (fgets(line, (int)cap, f)) {
-    line[strcspn(line, "\n")] = 0;
-    int n = 0;
-    char *s = line;
-    fields[n++] = s;
-    while (n < nfields && (s = strchr(s, ':'))) {
-      *s++ = 0;
-      fields[n++] = s;
-    }
-    if (n >= 3 && !strcmp(fields[0], name)) {
+    if (split_colon_line(line, fields, nfields) >= 3 && !strcmp(fields[0], name)) {
       found = 1;
       break;
     }
@@ -319,15 +325,7 @@ static int resolve_user(uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups, con
     FILE *pf = fopen("/etc/passwd", "re");
     if (pf) {
       while (fgets(line, sizeof(line), pf)) {
-        line[strcspn(line, "\n")] = 0;
-        int n = 0;
-        char *s = line;
-        f[n++] = s;
-        while (n < 7 && (s = strchr(s, ':'))) {
-          *s++ = 0;
-          f[n++] = s;
-        }
-        if (n >= 6 && (uid_t)strtoul(f[2], NULL, 10) == *uid) {
+        if (split_colon_line(line, f, 7) >= 6 && (uid_t)strtoul(f[2], NULL, 10) == *uid) {
           *gid = (gid_t)strtoul(f[3], NULL, 10);
           *home = strdup(f[5]);
           username = strdup(f[0]);
@@ -362,15 +360,7 @@ static int resolve_user(uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups, con
     FILE *gf = fopen("/etc/group", "re");
     if (gf) {
       while (fgets(line, sizeof(line), gf) && *ngroups < 64) {
-        line[strcspn(line, "\n")] = 0;
-        int n = 0;
-        char *s = line;
-        f[n++] = s;
-        while (n < 4 && (s = strchr(s, ':'))) {
-          *s++ = 0;
-          f[n++] = s;
-        }
-        if (n < 4) continue;
+        if (split_colon_line(line, f, 4) < 4) continue;
         for (char *m = strtok(f[3], ","); m; m = strtok(NULL, ","))
           if (!strcmp(m, username)) groups[(*ngroups)++] = (gid_t)strtoul(f[2], NULL, 10);
       }
