@@ -36,6 +36,22 @@ export class DataDir {
   get vmsDir(): string {
     return join(this.root, 'vms');
   }
+  /** buildah's image storage (layers, build cache). */
+  get containersDir(): string {
+    return join(this.root, 'containers');
+  }
+  /** Per image version: the root disk built from its Dockerfile. */
+  get imagesDir(): string {
+    return join(this.root, 'images');
+  }
+  /** Per build: its log, kept after failures. */
+  get buildLogsDir(): string {
+    return join(this.root, 'build-logs');
+  }
+  /** The control plane's SQLite database (when no PostgreSQL URL is configured). */
+  get databaseFile(): string {
+    return join(this.root, 'hearth.db');
+  }
   /** The result of the accelerator probe, per host. */
   get accelCacheFile(): string {
     return join(this.cacheDir, 'accel.json');

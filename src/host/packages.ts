@@ -23,6 +23,10 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   conntrack: 'flushing connection tracking when a VM network is recycled',
   'util-linux': 'nsenter, to start QEMU inside a VM network namespace',
   'ca-certificates': 'TLS to Debian mirrors',
+  buildah: 'building images from Dockerfiles',
+  runc: 'the OCI runtime buildah runs RUN steps in (crun refuses hybrid cgroups)',
+  uidmap: 'user namespaces for builds (newuidmap/newgidmap)',
+  'containernetworking-plugins': 'network for RUN steps during builds',
 };
 
 /** Returns the packages from `names` that dpkg does not report as installed. */

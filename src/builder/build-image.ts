@@ -1,0 +1,170 @@
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DataDir } from '../config/data-dir.js';
+import type { BuildFailureCode, ImageVersionConfig } from '../core/model.js';
+import type { Engine } from '../vmm/engine.js';
+import { intakeArtifact } from './artifact.js';
+import { bake } from './bake.js';
+import { BuildFailure } from './build-failure.js';
+import { buildFailureDetail, type Buildah } from './buildah.js';
+import { NoCommandError, workloadFromImage } from './image-config.js';
+import { DiskFullError, rootfsToDisk, treeBytes } from './rootfs-disk.js';
+
+export interface BuildDeps {
+  engine: Engine;
+  buildah: Buildah;
+  dataDir: DataDir;
+}
+
+export interface BuildJob {
+  buildId: string;
+  /** The image version's internal id: names its disk, its buildah tag and its template. */
+  versionId: string;
+  config: ImageVersionConfig;
+  /** Receives the build's log, line by line. */
+  log: (line: string) => void;
+}
+
+export interface BuildOutput {
+  templateId: string;
+  rootDisk: string;
+  memorySnapshotBytes: number;
+  diskSnapshotBytes: number;
+  codeInstallBytes: number;
+}
+
+const ARTIFACT_CODES = new Set<string>([
+  'ARCHIVE_DOCKERFILE_NOT_FOUND',
+  'ARCHIVE_INVALID',
+  'ARCHIVE_TOO_LARGE',
+  'ARCHIVE_UNSAFE_ENTRY',
+  'CODE_ARTIFACT_NOT_FOUND',
+  'CODE_ARTIFACT_URI_UNSUPPORTED',
+]);
+
+/** Paths of one image version's built files. */
+export function versionPaths(
+  dataDir: DataDir,
+  versionId: string,
+): { dir: string; rootDisk: string; buildTag: string } {
+  const dir = join(dataDir.imagesDir, versionId);
+  return { dir, rootDisk: join(dir, 'rootfs.ext4'), buildTag: `localhost/hearth-build/${versionId}` };
+}
+
+async function allocatedBytes(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
+}
+
+/**
+ * Builds one image version, from code artifact to ready-to-serve template:
+ *   intake -> buildah build -> root disk -> bake (boot, ready, snapshot, validate).
+ * Throws BuildFailure with the failure code for the build record; on any failure nothing of the
+ * version is left (disk, template, build tag), only the build log the caller keeps.
+ */
+export async function buildImageVersion(deps: BuildDeps, job: BuildJob): Promise<BuildOutput> {
+  const { engine, buildah, dataDir } = deps;
+  const paths = versionPaths(dataDir, job.versionId);
+  const contextDir = join(dataDir.root, 'build-contexts', job.buildId);
+  const say = (s: string) => job.log(`[hearth] ${s}`);
+  const t0 = Date.now();
+  let ok = false;
+  try {
+    await mkdir(join(dataDir.root, 'build-contexts'), { recursive: true });
+    await rm(contextDir, { recursive: true, force: true });
+    say(`fetching the code artifact ${job.config.codeArtifactUri}`);
+    try {
+      const { files, bytes } = await intakeArtifact(job.config.codeArtifactUri, contextDir);
+      say(`code artifact: ${files} files, ${bytes} bytes`);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code && ARTIFACT_CODES.has(code)) {
+        const hint = (e as { hint?: string }).hint;
+        throw new BuildFailure(code as BuildFailureCode, (e as Error).message, {
+          cause: e,
+          ...(hint ? { hint } : {}),
+        });
+      }
+      throw e;
+    }
+
+    say('building the Dockerfile with buildah (isolation: OCI container in its own user namespace)');
+    try {
+      await buildah.build({
+        contextDir,
+        tag: paths.buildTag,
+        buildArgs: job.config.buildArgs,
+        onLog: job.log,
+      });
+    } catch (e) {
+      throw new BuildFailure('CONTAINER_BUILD_FAILED', buildFailureDetail(e), { cause: e });
+    }
+    const imageConfig = await buildah.imageConfig(paths.buildTag);
+    let workload;
+    try {
+      workload = workloadFromImage(imageConfig, job.config.environmentVariables);
+    } catch (e) {
+      if (e instanceof NoCommandError) throw new BuildFailure('CONTAINER_BUILD_FAILED', e.message);
+      throw e;
+    }
+    say(`workload: ${JSON.stringify(workload.argv)} as ${workload.user ?? 'root'} in ${workload.cwd}`);
+
+    say(`writing the root disk (${job.config.diskSizeMiB} MiB)`);
+    await mkdir(paths.dir, { recursive: true });
+    let codeInstallBytes = 0;
+    try {
+      await buildah.withRootfs(paths.buildTag, async (rootfs) => {
+        codeInstallBytes = await treeBytes(rootfs);
+        await rootfsToDisk(rootfs, paths.rootDisk, job.config.diskSizeMiB);
+      });
+    } catch (e) {
+      if (e instanceof DiskFullError || (e as NodeJS.ErrnoException).code === 'ENOSPC') {
+        throw new BuildFailure('DISK_STORAGE_FULL', (e as Error).message, { cause: e });
+      }
+      throw e;
+    }
+
+    const template = await bake(engine, {
+      vmId: `bake-${job.versionId}`,
+      templateId: job.versionId,
+      rootDisk: paths.rootDisk,
+      memoryMiB: job.config.memoryMiB,
+      vcpus: job.config.vcpus,
+      workload,
+      appPort: job.config.appPort,
+      ...(job.config.hooks ? { hooks: job.config.hooks } : {}),
+      log: say,
+    });
+    const out: BuildOutput = {
+      templateId: template.id,
+      rootDisk: paths.rootDisk,
+      memorySnapshotBytes: await allocatedBytes(join(template.dir, 'memory.raw')),
+      diskSnapshotBytes:
+        (await allocatedBytes(paths.rootDisk)) + (await allocatedBytes(join(template.dir, 'disk.qcow2'))),
+      codeInstallBytes,
+    };
+    say(
+      `build finished in ${((Date.now() - t0) / 1000).toFixed(1)} s (memory snapshot ${(out.memorySnapshotBytes / 2 ** 20).toFixed(1)} MiB)`,
+    );
+    ok = true;
+    return out;
+  } catch (e) {
+    if (e instanceof BuildFailure) say(`build failed: ${e.failureCode}: ${e.reason}`);
+    else say(`build failed: ${(e as Error).message}`);
+    throw e instanceof BuildFailure
+      ? e
+      : new BuildFailure('INTERNAL_ERROR', (e as Error).message, { cause: e });
+  } finally {
+    await rm(contextDir, { recursive: true, force: true });
+    if (!ok) await removeVersionFiles(deps, job.versionId);
+  }
+}
+
+/** Deletes everything a version's build produced: template, root disk, buildah tag. Idempotent. */
+export async function removeVersionFiles(deps: BuildDeps, versionId: string): Promise<void> {
+  const paths = versionPaths(deps.dataDir, versionId);
+  await deps.engine.destroy(`bake-${versionId}`).catch(() => undefined);
+  await deps.engine.destroy(`bake-${versionId}-validate`).catch(() => undefined);
+  await deps.engine.deleteTemplate(versionId).catch(() => undefined);
+  await rm(paths.dir, { recursive: true, force: true });
+  await deps.buildah.removeImage(paths.buildTag);
+}

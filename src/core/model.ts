@@ -1,0 +1,155 @@
+/**
+ * Hearth's domain records, as the control plane keeps them (src/store persists them). Names and
+ * states follow AWS Lambda MicroVMs (../shared/reference/aws-lambda-microvms.md).
+ */
+
+/** Image states (the AWS API spells failure states *_FAILED). */
+export type ImageState =
+  | 'CREATING'
+  | 'CREATED'
+  | 'CREATE_FAILED'
+  | 'UPDATING'
+  | 'UPDATED'
+  | 'UPDATE_FAILED'
+  | 'DELETING'
+  | 'DELETED'
+  | 'DELETE_FAILED';
+
+export type VersionState =
+  'PENDING' | 'IN_PROGRESS' | 'SUCCESSFUL' | 'FAILED' | 'DELETING' | 'DELETED' | 'DELETE_FAILED';
+export type VersionStatus = 'ACTIVE' | 'INACTIVE';
+export type BuildState = 'PENDING' | 'IN_PROGRESS' | 'SUCCESSFUL' | 'FAILED';
+
+/** Stable failure codes of a build (the reason text goes beside it). */
+export type BuildFailureCode =
+  | 'ARCHIVE_DOCKERFILE_NOT_FOUND'
+  | 'ARCHIVE_INVALID'
+  | 'ARCHIVE_TOO_LARGE'
+  | 'ARCHIVE_UNSAFE_ENTRY'
+  | 'CODE_ARTIFACT_NOT_FOUND'
+  | 'CODE_ARTIFACT_URI_UNSUPPORTED'
+  | 'CONTAINER_BUILD_FAILED'
+  | 'DISK_STORAGE_FULL'
+  | 'READY_TIMEOUT'
+  | 'READY_HOOK_FAILED'
+  | 'VALIDATE_HOOK_FAILED'
+  | 'SNAPSHOT_FAILED'
+  | 'BUILD_INTERRUPTED'
+  | 'INTERNAL_ERROR';
+
+export type HookSetting = 'ENABLED' | 'DISABLED';
+
+/** Hooks: HTTP POSTs to /hearth/runtime/v1/<hook> on the app's hook port. */
+export interface HooksConfig {
+  port?: number;
+  microvmImageHooks?: {
+    ready?: HookSetting;
+    readyTimeoutInSeconds?: number;
+    validate?: HookSetting;
+    validateTimeoutInSeconds?: number;
+  };
+  microvmHooks?: {
+    run?: HookSetting;
+    runTimeoutInSeconds?: number;
+    resume?: HookSetting;
+    resumeTimeoutInSeconds?: number;
+    suspend?: HookSetting;
+    suspendTimeoutInSeconds?: number;
+    terminate?: HookSetting;
+    terminateTimeoutInSeconds?: number;
+  };
+}
+
+/** What one image version is built from and runs with. */
+export interface ImageVersionConfig {
+  /** Local path, file:// URL, http(s) URL or s3:// URL of a directory or .zip with a Dockerfile at its root. */
+  codeArtifactUri: string;
+  baseImageArn: string;
+  baseImageVersion?: string;
+  /** Baseline memory: 512, 1024, 2048, 4096 or 8192 MiB. */
+  memoryMiB: number;
+  /** vCPUs tied to memory as in the reference table (2 GiB = 1 vCPU; at least 1 here). */
+  vcpus: number;
+  diskSizeMiB: number;
+  /** The app port readiness falls back to when no ready hook is enabled (default 8080). */
+  appPort: number;
+  hooks?: HooksConfig;
+  /** Baked into the snapshot: shared by every microVM launched from it. */
+  environmentVariables?: Record<string, string>;
+  buildArgs?: Record<string, string>;
+  description?: string;
+}
+
+export interface ImageRecord {
+  name: string;
+  arn: string;
+  state: ImageState;
+  stateReason?: string;
+  description?: string;
+  latestVersion?: string;
+  latestActiveVersion?: string;
+  latestFailedVersion?: string;
+  tags: Record<string, string>;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ImageVersionRecord {
+  imageName: string;
+  /** "1.0", "2.0", ... */
+  version: string;
+  /** Internal id, also the engine template id: iv-<hex>. */
+  id: string;
+  state: VersionState;
+  status: VersionStatus;
+  stateReason?: string;
+  config: ImageVersionConfig;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ImageBuildRecord {
+  /** Internal id: b-<hex>. */
+  id: string;
+  imageName: string;
+  version: string;
+  buildState: BuildState;
+  failureCode?: BuildFailureCode;
+  stateReason?: string;
+  architecture: 'X86_64';
+  snapshotMemorySizeInBytes?: number;
+  snapshotDiskSizeInBytes?: number;
+  codeInstallSizeInBytes?: number;
+  startedAt: string;
+  endedAt?: string;
+}
+
+export type MicrovmState = 'PENDING' | 'RUNNING' | 'SUSPENDING' | 'SUSPENDED' | 'TERMINATING' | 'TERMINATED';
+
+export interface IdlePolicy {
+  maxIdleDurationSeconds: number;
+  suspendedDurationSeconds: number;
+  autoResumeEnabled: boolean;
+}
+
+export interface MicrovmRecord {
+  microvmId: string;
+  imageName: string;
+  imageVersion: string;
+  state: MicrovmState;
+  stateReason?: string;
+  idlePolicy?: IdlePolicy;
+  maximumDurationInSeconds: number;
+  runHookPayload?: string;
+  ingressNetworkConnectors: string[];
+  egressNetworkConnectors: string[];
+  clientToken?: string;
+  /** Bumped when tokens minted earlier must stop working (terminate). */
+  tokenGeneration: number;
+  startedAt: string;
+  /** When the VM last entered SUSPENDED (for the suspended TTL). */
+  suspendedAt?: string;
+  /** Running + suspended time used before the current run, seconds (for maximumDurationInSeconds). */
+  terminatedAt?: string;
+  updatedAt: string;
+}
