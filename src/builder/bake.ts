@@ -17,6 +17,8 @@ export interface BakeOptions {
   workload: WorkloadSpec;
   appPort: number;
   hooks?: HooksConfig;
+  /** Ready timeout when no ready hook (with its own timeout) is enabled. Default DEFAULT_READY_TIMEOUT_S. */
+  defaultReadyTimeoutS?: number;
   log: (line: string) => void;
 }
 
@@ -24,8 +26,11 @@ export interface BakeOptions {
 export const DEFAULT_READY_TIMEOUT_S = 300;
 const DEFAULT_VALIDATE_TIMEOUT_S = 300;
 
-function readyTimeoutS(h: HooksConfig | undefined): number {
-  return h?.microvmImageHooks?.readyTimeoutInSeconds ?? DEFAULT_READY_TIMEOUT_S;
+function readyTimeoutS(o: BakeOptions): number {
+  const hooks = o.hooks?.microvmImageHooks;
+  if (hooks?.ready === 'ENABLED' && hooks.readyTimeoutInSeconds !== undefined)
+    return hooks.readyTimeoutInSeconds;
+  return o.defaultReadyTimeoutS ?? DEFAULT_READY_TIMEOUT_S;
 }
 
 /**
@@ -37,7 +42,7 @@ function readyTimeoutS(h: HooksConfig | undefined): number {
  * last console lines. On failure the bake VM and any template are removed.
  */
 export async function bake(engine: Engine, o: BakeOptions): Promise<Template> {
-  const timeoutS = readyTimeoutS(o.hooks);
+  const timeoutS = readyTimeoutS(o);
   const started = Date.now();
   let vm: MicroVm | undefined;
   let template: Template | undefined;

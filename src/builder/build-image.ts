@@ -23,6 +23,8 @@ export interface BuildJob {
   config: ImageVersionConfig;
   /** Receives the build's log, line by line. */
   log: (line: string) => void;
+  /** Ready timeout when the ready hook is not enabled, seconds. */
+  defaultReadyTimeoutS?: number;
 }
 
 export interface BuildOutput {
@@ -132,6 +134,7 @@ export async function buildImageVersion(deps: BuildDeps, job: BuildJob): Promise
       workload,
       appPort: job.config.appPort,
       ...(job.config.hooks ? { hooks: job.config.hooks } : {}),
+      ...(job.defaultReadyTimeoutS ? { defaultReadyTimeoutS: job.defaultReadyTimeoutS } : {}),
       log: say,
     });
     const out: BuildOutput = {
