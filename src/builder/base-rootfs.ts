@@ -31,7 +31,7 @@ export interface BaseDisk {
  */
 export async function ensureBaseDisk(baseDisksDir: string): Promise<BaseDisk> {
   const key = sha256(
-    JSON.stringify({ v: 1, suite: BASE_SUITE, packages: BASE_PACKAGES, size: BASE_DISK_SIZE_MIB }),
+    JSON.stringify({ v: 2, suite: BASE_SUITE, packages: BASE_PACKAGES, size: BASE_DISK_SIZE_MIB }),
   ).slice(0, 12);
   const name = `${BASE_SUITE}-${key}`;
   const dir = join(baseDisksDir, name);
@@ -52,6 +52,10 @@ export async function ensureBaseDisk(baseDisksDir: string): Promise<BaseDisk> {
         '--variant=minbase',
         `--include=${BASE_PACKAGES.join(',')}`,
         '--quiet',
+        // The host's resolver and name must not end up in the image (the guest init provides both).
+        '--customize-hook=rm -f "$1/etc/resolv.conf"; : > "$1/etc/resolv.conf"',
+        '--customize-hook=printf "127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n" > "$1/etc/hosts"',
+        '--customize-hook=echo localhost > "$1/etc/hostname"',
         BASE_SUITE,
         join(staging, 'rootfs.tar'),
       ],

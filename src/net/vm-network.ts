@@ -17,6 +17,8 @@ export const GUEST_IP = '172.16.0.2';
 export const GUEST_GATEWAY = '172.16.0.1';
 export const GUEST_PREFIX = 30;
 export const GUEST_MAC = '02:48:54:00:00:02';
+/** The resolver address guests are given (the namespace end of their link). */
+export const GUEST_DNS = GUEST_GATEWAY;
 export const TAP_NAME = 'tap0';
 
 export interface VmNetwork {
@@ -214,11 +216,17 @@ table inet hearth {
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
     iifname "eth0" oifname "${n.tapName}" ip daddr ${GUEST_IP} meta l4proto tcp ct state new accept
+    # Refuse (not drop) what the guest starts, so its connections and DNS lookups fail at once
+    # instead of hanging until a timeout.
+    iifname "${n.tapName}" meta l4proto tcp reject with tcp reset
+    iifname "${n.tapName}" reject with icmpx type admin-prohibited
   }
   chain input {
     type filter hook input priority filter; policy drop;
     iifname "lo" accept
     ct state established,related accept
+    iifname "${n.tapName}" meta l4proto tcp reject with tcp reset
+    iifname "${n.tapName}" reject with icmpx type port-unreachable
   }
 }
 `;

@@ -6,7 +6,7 @@ import { HearthError } from '../errors.js';
 import type { DataDir } from '../config/data-dir.js';
 import { assertSafeId } from '../config/data-dir.js';
 import { bootConfigArchive, type WorkloadSpec } from '../guest/workload-config.js';
-import { GUEST_GATEWAY, GUEST_IP, GUEST_PREFIX, NetworkManager } from '../net/vm-network.js';
+import { GUEST_DNS, GUEST_GATEWAY, GUEST_IP, GUEST_PREFIX, NetworkManager } from '../net/vm-network.js';
 import { loadHostArtifacts, type HostArtifacts } from '../setup/host-artifacts.js';
 import { run } from '../util/exec.js';
 import { fsyncDir, fsyncFile, writeFileAtomic } from '../util/fs-atomic.js';
@@ -220,6 +220,7 @@ export class Engine {
         `hearth.ip=${GUEST_IP}/${GUEST_PREFIX}`,
         `hearth.gw=${GUEST_GATEWAY}`,
         `hearth.hostname=${hostname}`,
+        `hearth.dns=${GUEST_DNS}`,
       ]),
       tcgCacheMiB: this.ctx.tcgCacheMiB,
       network: true,

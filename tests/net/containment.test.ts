@@ -77,4 +77,24 @@ describe('guest network containment (fail closed)', () => {
     expect(await guestConnect(a, '169.254.169.254', 80)).toMatch(BLOCKED);
     expect(await guestConnect(a, '1.1.1.1', 443)).toMatch(BLOCKED);
   });
+  it('refuses rather than drops: a DNS lookup fails at once, and the guest resolves its own name locally', async () => {
+    const agent = await a.agent();
+    const script = `
+import socket, time
+t = time.time()
+try:
+    socket.getaddrinfo('example.com', 443)
+    print('resolved')
+except OSError as e:
+    print('failed', round(time.time() - t, 2))
+print(socket.gethostbyname(socket.gethostname()))
+`;
+    const out = (await agent.exec('/usr/bin/python3', ['-c', script], { timeoutMs: 30_000 })).stdout
+      .toString()
+      .trim()
+      .split('\n');
+    expect(out[0]).toMatch(/^failed /);
+    expect(Number(out[0]!.split(' ')[1])).toBeLessThan(3);
+    expect(out[1]).toBe('127.0.1.1');
+  });
 });

@@ -6,7 +6,8 @@
  * shell at all, still boot.
  *
  * It mounts the kernel filesystems, configures the network and hostname from the kernel command
- * line (hearth.ip=, hearth.gw=, hearth.mtu=, hearth.hostname=), starts qemu-guest-agent (bundled
+ * line (hearth.ip=, hearth.gw=, hearth.mtu=, hearth.hostname=, hearth.dns=), covers /etc/hosts and
+ * /etc/resolv.conf with its own (as container runtimes do), starts qemu-guest-agent (bundled
  * under /run/hearth/agent with its own loader and libraries), runs the workload with its
  * argv/env/cwd/user and its stdout/stderr on the console, reaps zombies, forwards signals to the
  * workload, and serves the host's control port (virtio-serial "org.hearth.ctl.0"), which applies
@@ -81,6 +82,7 @@ struct config {
   const char *hostname;
   const char *ip;
   const char *gateway;
+  const char *dns;
   int mtu;
   int poweroff_on_exit;
 };
@@ -193,6 +195,51 @@ static void load_cmdline(void) {
     else if (!strncmp(tok, "hearth.gw=", 10)) cfg.gateway = tok + 10;
     else if (!strncmp(tok, "hearth.mtu=", 11)) cfg.mtu = atoi(tok + 11);
     else if (!strncmp(tok, "hearth.hostname=", 16)) cfg.hostname = tok + 16;
+    else if (!strncmp(tok, "hearth.dns=", 11)) cfg.dns = tok + 11;
+  }
+}
+
+/* ---- /etc/hosts and /etc/resolv.conf ---- */
+
+/* Writes `text` to `path` (on Hearth's tmpfs) in one go. */
+static int write_text(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return -1;
+  ssize_t n = write(fd, text, strlen(text));
+  close(fd);
+  return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+static void write_hosts(const char *hostname) {
+  char text[512];
+  snprintf(text, sizeof(text), "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n",
+           hostname ? hostname : "localhost");
+  if (write_text("/run/hearth/hosts", text) < 0) logmsg("cannot write /run/hearth/hosts: %s", strerror(errno));
+}
+
+/* Like a container runtime: the image's /etc/hosts and /etc/resolv.conf are covered (bind mounts)
+ * by files Hearth keeps on its tmpfs, so the guest resolves its own name without DNS and asks the
+ * resolver Hearth provides, never one baked into the image. Nothing on the image's disk changes
+ * (a missing file is created empty, as the mount point). */
+static void setup_name_resolution(void) {
+  char text[256];
+  write_hosts(cfg.hostname);
+  snprintf(text, sizeof(text), "nameserver %s\noptions timeout:2 attempts:1\n", cfg.dns ? cfg.dns : "127.0.0.1");
+  if (write_text("/run/hearth/resolv.conf", text) < 0) logmsg("cannot write /run/hearth/resolv.conf");
+  const char *files[][2] = {{"/run/hearth/hosts", "/etc/hosts"}, {"/run/hearth/resolv.conf", "/etc/resolv.conf"}};
+  for (int i = 0; i < 2; i++) {
+    struct stat st;
+    if (lstat("/etc", &st) < 0 || !S_ISDIR(st.st_mode)) return;
+    if (lstat(files[i][1], &st) < 0) {
+      int fd = open(files[i][1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+      if (fd >= 0) close(fd);
+    } else if (!S_ISREG(st.st_mode)) {
+      unlink(files[i][1]); /* a symlink (e.g. to systemd-resolved's file) or other non-file */
+      int fd = open(files[i][1], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+      if (fd >= 0) close(fd);
+    }
+    if (mount(files[i][0], files[i][1], NULL, MS_BIND, NULL) < 0)
+      logmsg("cannot bind %s over %s: %s", files[i][0], files[i][1], strerror(errno));
   }
 }
 
@@ -734,6 +781,7 @@ static void ctl_handle(char *line) {
       ctl_reply(id, "err sethostname: %s", strerror(errno));
       return;
     }
+    write_hosts(host);
     if (write_machine_id(mid) < 0) {
       ctl_reply(id, "err machine-id: invalid or not writable");
       return;
@@ -792,6 +840,7 @@ int main(void) {
   if (cfg.hostname && sethostname(cfg.hostname, strlen(cfg.hostname)) < 0)
     logmsg("sethostname: %s", strerror(errno));
   configure_network();
+  setup_name_resolution();
 
   sigset_t mask;
   sigemptyset(&mask);
