@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, type RunResult } from '../util/exec.js';
 import { CommandFailedError } from '../util/errors.js';
@@ -27,19 +27,25 @@ export interface BuildOptions {
 
 /** Size of the user namespace each build runs in: enough for every uid/gid Debian uses (nobody = 65534). */
 const BUILD_USERNS_SIZE = 65536;
+/** Start of the subordinate id range setup gives the `containers` user in /etc/subuid and /etc/subgid. */
+export const SUBORDINATE_ID_START = 2147483647;
+/** Builds running at once get disjoint id ranges: this many fit in the subordinate range. */
+const ID_SLOTS = 32768;
 const BUILD_TIMEOUT_MS = 30 * 60_000; // 30 minutes
 
 /**
  * buildah, with Hearth's own image storage inside the data directory (overlay driver).
  *
  * Isolation of builds: every RUN step runs in an OCI container (runc: new mount, pid, ipc, uts and
- * network namespaces, default seccomp profile, default capability set) inside its own user namespace
- * (`--userns=auto`): root in the build is an unprivileged uid range on the host (taken from the
- * `containers` entries in /etc/subuid and /etc/subgid that setup adds), never host root.
+ * network namespaces, default seccomp profile, default capability set) inside its own user namespace:
+ * root in the build is an unprivileged range of 65536 host uids and gids (from the `containers`
+ * entries in /etc/subuid and /etc/subgid that setup adds; builds running at once get disjoint
+ * ranges), never host root.
  */
 export class Buildah {
   readonly storageRoot: string;
   readonly runRoot: string;
+  private readonly busySlots = new Set<number>();
 
   constructor(containersDir: string) {
     this.storageRoot = join(containersDir, 'storage');
@@ -83,11 +89,22 @@ export class Buildah {
    * Throws CommandFailedError (with the last output lines) when the build fails.
    */
   async build(o: BuildOptions): Promise<void> {
+    // An explicit map rather than --userns=auto: with auto, buildah 1.28 leaves the image's root
+    // directory owned by an unmapped uid, and RUN steps cannot create files in /.
+    let slot = 0;
+    while (this.busySlots.has(slot)) slot++;
+    if (slot >= ID_SLOTS) throw new Error('too many builds at once');
+    this.busySlots.add(slot);
+    const start = SUBORDINATE_ID_START + slot * BUILD_USERNS_SIZE;
+    const map = `0:${start}:${BUILD_USERNS_SIZE}`;
     const args = [
       'build',
       '--layers',
       '--isolation=oci',
-      `--userns=auto:size=${BUILD_USERNS_SIZE}`,
+      '--userns-uid-map',
+      map,
+      '--userns-gid-map',
+      map,
       '--pull=missing',
       '-f',
       join(o.contextDir, 'Dockerfile'),
@@ -96,10 +113,14 @@ export class Buildah {
     ];
     for (const [k, v] of Object.entries(o.buildArgs ?? {})) args.push('--build-arg', `${k}=${v}`);
     args.push(o.contextDir);
-    await this.exec(args, {
-      timeoutMs: o.timeoutMs ?? BUILD_TIMEOUT_MS,
-      ...(o.onLog ? { onLog: o.onLog } : {}),
-    });
+    try {
+      await this.exec(args, {
+        timeoutMs: o.timeoutMs ?? BUILD_TIMEOUT_MS,
+        ...(o.onLog ? { onLog: o.onLog } : {}),
+      });
+    } finally {
+      this.busySlots.delete(slot);
+    }
   }
 
   async imageExists(ref: string): Promise<boolean> {
@@ -142,6 +163,11 @@ export class Buildah {
     const ctr = (await this.exec(['from', '--quiet', 'scratch'])).stdout.trim();
     try {
       await this.exec(['add', '--quiet', ctr, tarball, '/'], { timeoutMs: 600_000 });
+      // A scratch container's root directory is 0555; a distribution's root is 0755 (and RUN steps
+      // of builds on this image expect to create files in /).
+      const mnt = (await this.exec(['mount', ctr])).stdout.trim();
+      await chmod(mnt, 0o755);
+      await this.exec(['umount', ctr]);
       const cfg = ['config', '--cmd', JSON.stringify(config.cmd)];
       for (const e of config.env) cfg.push('--env', e);
       for (const [k, v] of Object.entries(config.labels ?? {})) cfg.push('--label', `${k}=${v}`);

@@ -1,6 +1,6 @@
 import { appendFile, readFile } from 'node:fs/promises';
 import type { BaseDisk } from './base-rootfs.js';
-import type { Buildah } from './buildah.js';
+import { SUBORDINATE_ID_START, type Buildah } from './buildah.js';
 import { createLogger } from '../util/log.js';
 
 const log = createLogger('builder.base');
@@ -24,6 +24,8 @@ export interface ManagedImageVersion {
 export const BASE_IMAGE_REF = 'hearth/base:bookworm';
 const LOCAL_REF = `localhost/${BASE_IMAGE_REF}`;
 const VERSION_LABEL = 'io.hearth.base.version';
+/** Bumped when the way the base image is imported changes, so hosts re-import it. */
+const IMPORT_REVISION = '2';
 export const MANAGED_IMAGE_ARN_PREFIX = 'arn:hearth:lambda:local:hearth:microvm-image:';
 
 export const MANAGED_IMAGES: readonly ManagedImage[] = [
@@ -48,13 +50,13 @@ export function managedVersions(base: BaseDisk): ManagedImageVersion[] {
 export async function ensureBaseImage(buildah: Buildah, base: BaseDisk): Promise<void> {
   if (await buildah.imageExists(LOCAL_REF)) {
     const cfg = await buildah.imageConfig(LOCAL_REF);
-    if (cfg.Labels?.[VERSION_LABEL] === base.name) return;
+    if (cfg.Labels?.[VERSION_LABEL] === `${base.name}/${IMPORT_REVISION}`) return;
   }
   log.info('importing the managed base image', { ref: BASE_IMAGE_REF, version: base.name });
   await buildah.importRootfs(base.rootfsTar, LOCAL_REF, {
     env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
     cmd: ['/bin/bash'],
-    labels: { [VERSION_LABEL]: base.name },
+    labels: { [VERSION_LABEL]: `${base.name}/${IMPORT_REVISION}` },
   });
 }
 
