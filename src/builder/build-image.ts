@@ -8,7 +8,7 @@ import { bake } from './bake.js';
 import { BuildFailure } from './build-failure.js';
 import { buildFailureDetail, type Buildah } from './buildah.js';
 import { NoCommandError, workloadFromImage } from './image-config.js';
-import { DiskFullError, rootfsToDisk, treeBytes } from './rootfs-disk.js';
+import { DiskFullError, imageToDisk } from './rootfs-disk.js';
 
 export interface BuildDeps {
   engine: Engine;
@@ -114,10 +114,8 @@ export async function buildImageVersion(deps: BuildDeps, job: BuildJob): Promise
     await mkdir(paths.dir, { recursive: true });
     let codeInstallBytes = 0;
     try {
-      await buildah.withRootfs(paths.buildTag, async (rootfs) => {
-        codeInstallBytes = await treeBytes(rootfs);
-        await rootfsToDisk(rootfs, paths.rootDisk, job.config.diskSizeMiB);
-      });
+      codeInstallBytes = (await imageToDisk(buildah, paths.buildTag, paths.rootDisk, job.config.diskSizeMiB))
+        .contentBytes;
     } catch (e) {
       if (e instanceof DiskFullError || (e as NodeJS.ErrnoException).code === 'ENOSPC') {
         throw new BuildFailure('DISK_STORAGE_FULL', (e as Error).message, { cause: e });

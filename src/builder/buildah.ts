@@ -1,4 +1,4 @@
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, type RunResult } from '../util/exec.js';
 import { CommandFailedError } from '../util/errors.js';
@@ -15,7 +15,7 @@ export interface OciImageConfig {
 }
 
 export interface BuildOptions {
-  /** Build context: a directory with a Dockerfile at its root. */
+  /** Build context: a directory with a Dockerfile at its root, readable by the builder user. */
   contextDir: string;
   /** Tag for the result, e.g. localhost/hearth-build/iv-1234. */
   tag: string;
@@ -25,44 +25,82 @@ export interface BuildOptions {
   timeoutMs?: number;
 }
 
-/** Size of the user namespace each build runs in: enough for every uid/gid Debian uses (nobody = 65534). */
-const BUILD_USERNS_SIZE = 65536;
-/** Start of the subordinate id range setup gives the `containers` user in /etc/subuid and /etc/subgid. */
-export const SUBORDINATE_ID_START = 2147483647;
-/** Builds running at once get disjoint id ranges: this many fit in the subordinate range. */
-const ID_SLOTS = 32768;
+/** The unprivileged system user builds run as. */
+export const BUILDER_USER = 'hearth-builder';
+/** Its subordinate uids/gids (from /etc/subuid and /etc/subgid): root inside builds maps here. */
+export const BUILDER_SUBID_START = 1879048192;
+export const BUILDER_SUBID_COUNT = 65536;
 const BUILD_TIMEOUT_MS = 30 * 60_000; // 30 minutes
 
 /**
- * buildah, with Hearth's own image storage inside the data directory (overlay driver).
+ * buildah, run rootless as the unprivileged user `hearth-builder`, with its image storage inside
+ * the data directory (overlay driver).
  *
- * Isolation of builds: every RUN step runs in an OCI container (runc: new mount, pid, ipc, uts and
- * network namespaces, default seccomp profile, default capability set) inside its own user namespace:
- * root in the build is an unprivileged range of 65536 host uids and gids (from the `containers`
- * entries in /etc/subuid and /etc/subgid that setup adds; builds running at once get disjoint
- * ranges), never host root.
+ * Isolation of builds: buildah itself and every RUN step run as `hearth-builder` inside a user
+ * namespace where root is one of that user's 65536 subordinate uids: RUN steps get an OCI container
+ * (runc, rootless: new mount, pid, ipc, uts namespaces, seccomp, reduced capabilities) and a private
+ * network through slirp4netns (outbound NAT only, the host's loopback not reachable). Nothing in a
+ * build runs as host root.
  */
 export class Buildah {
+  readonly home: string;
   readonly storageRoot: string;
   readonly runRoot: string;
-  private readonly busySlots = new Set<number>();
+  readonly runtimeDir: string;
+  /** Scratch space the builder user writes into (exported disks). */
+  readonly outDir: string;
+  private prepared = false;
 
-  constructor(containersDir: string) {
-    this.storageRoot = join(containersDir, 'storage');
-    this.runRoot = join(containersDir, 'run');
+  constructor(builderDir: string) {
+    this.home = builderDir;
+    this.storageRoot = join(builderDir, 'storage');
+    this.runRoot = join(builderDir, 'run');
+    this.runtimeDir = join(builderDir, 'xdg');
+    this.outDir = join(builderDir, 'out');
   }
 
-  private globalArgs(): string[] {
-    return ['--root', this.storageRoot, '--runroot', this.runRoot, '--storage-driver', 'overlay'];
+  /** Creates the builder's directories, owned by the builder user. Idempotent. */
+  async prepare(): Promise<void> {
+    if (this.prepared) return;
+    const { uid, gid } = await builderIds();
+    for (const d of [this.home, this.storageRoot, this.runRoot, this.runtimeDir, this.outDir]) {
+      await mkdir(d, { recursive: true, mode: 0o700 });
+      const st = await stat(d);
+      if (st.uid !== uid || st.gid !== gid) await chown(d, uid, gid);
+      await chmod(d, 0o700);
+    }
+    this.prepared = true;
   }
 
-  /** Runs a buildah subcommand with Hearth's storage. */
+  private command(args: string[]): [string, string[]] {
+    return [
+      'runuser',
+      [
+        '-u',
+        BUILDER_USER,
+        '--',
+        'env',
+        `HOME=${this.home}`,
+        `XDG_RUNTIME_DIR=${this.runtimeDir}`,
+        'PATH=/usr/sbin:/usr/bin:/sbin:/bin',
+        'buildah',
+        '--root',
+        this.storageRoot,
+        '--runroot',
+        this.runRoot,
+        '--storage-driver',
+        'overlay',
+        ...args,
+      ],
+    ];
+  }
+
+  /** Runs a buildah subcommand as the builder user, with Hearth's storage. */
   async exec(
     args: string[],
     opts: { timeoutMs?: number; onLog?: (line: string) => void; allowFailure?: boolean } = {},
   ): Promise<RunResult> {
-    await mkdir(this.storageRoot, { recursive: true, mode: 0o700 });
-    await mkdir(this.runRoot, { recursive: true, mode: 0o700 });
+    await this.prepare();
     let partial = '';
     const onOutput = opts.onLog
       ? (chunk: string) => {
@@ -72,9 +110,11 @@ export class Buildah {
           for (const l of lines) opts.onLog!(l);
         }
       : undefined;
+    const [cmd, argv] = this.command(args);
     try {
-      return await run('buildah', [...this.globalArgs(), ...args], {
+      return await run(cmd, argv, {
         timeoutMs: opts.timeoutMs ?? 600_000,
+        cwd: this.home,
         ...(onOutput ? { onOutput } : {}),
         ...(opts.allowFailure ? { allowFailure: true } : {}),
       });
@@ -89,38 +129,13 @@ export class Buildah {
    * Throws CommandFailedError (with the last output lines) when the build fails.
    */
   async build(o: BuildOptions): Promise<void> {
-    // An explicit map rather than --userns=auto: with auto, buildah 1.28 leaves the image's root
-    // directory owned by an unmapped uid, and RUN steps cannot create files in /.
-    let slot = 0;
-    while (this.busySlots.has(slot)) slot++;
-    if (slot >= ID_SLOTS) throw new Error('too many builds at once');
-    this.busySlots.add(slot);
-    const start = SUBORDINATE_ID_START + slot * BUILD_USERNS_SIZE;
-    const map = `0:${start}:${BUILD_USERNS_SIZE}`;
-    const args = [
-      'build',
-      '--layers',
-      '--isolation=oci',
-      '--userns-uid-map',
-      map,
-      '--userns-gid-map',
-      map,
-      '--pull=missing',
-      '-f',
-      join(o.contextDir, 'Dockerfile'),
-      '-t',
-      o.tag,
-    ];
+    const args = ['build', '--layers', '--pull=missing', '-f', join(o.contextDir, 'Dockerfile'), '-t', o.tag];
     for (const [k, v] of Object.entries(o.buildArgs ?? {})) args.push('--build-arg', `${k}=${v}`);
     args.push(o.contextDir);
-    try {
-      await this.exec(args, {
-        timeoutMs: o.timeoutMs ?? BUILD_TIMEOUT_MS,
-        ...(o.onLog ? { onLog: o.onLog } : {}),
-      });
-    } finally {
-      this.busySlots.delete(slot);
-    }
+    await this.exec(args, {
+      timeoutMs: o.timeoutMs ?? BUILD_TIMEOUT_MS,
+      ...(o.onLog ? { onLog: o.onLog } : {}),
+    });
   }
 
   async imageExists(ref: string): Promise<boolean> {
@@ -138,22 +153,52 @@ export class Buildah {
   }
 
   /**
-   * Mounts a working container of `ref` and calls `fn` with the mount point (the image's root
-   * filesystem, owned by real uids), then removes the container.
+   * Runs `script` (sh) inside the builder's user namespace with the image's root filesystem
+   * mounted at "$ROOTFS" (files owned by their in-image uids, as the guest will see them), then
+   * removes the working container. `args` become "$1".. of the script.
    */
-  async withRootfs<T>(ref: string, fn: (rootfs: string) => Promise<T>): Promise<T> {
+  async withRootfs(
+    ref: string,
+    script: string,
+    args: string[] = [],
+    timeoutMs = 600_000,
+  ): Promise<RunResult> {
     const ctr = (await this.exec(['from', '--pull=never', '--quiet', ref])).stdout.trim();
     try {
-      const mnt = (await this.exec(['mount', ctr])).stdout.trim();
-      return await fn(mnt);
+      const wrapper = `set -e\nROOTFS=$(buildah --root "$HEARTH_ROOT" --runroot "$HEARTH_RUNROOT" --storage-driver overlay mount "$HEARTH_CTR")\nexport ROOTFS\n${script}`;
+      const [cmd, argv] = this.command([]);
+      const prefix = argv.slice(0, argv.indexOf('buildah'));
+      return await run(
+        cmd,
+        [
+          ...prefix,
+          `HEARTH_ROOT=${this.storageRoot}`,
+          `HEARTH_RUNROOT=${this.runRoot}`,
+          `HEARTH_CTR=${ctr}`,
+          'buildah',
+          '--root',
+          this.storageRoot,
+          '--runroot',
+          this.runRoot,
+          '--storage-driver',
+          'overlay',
+          'unshare',
+          'sh',
+          '-c',
+          wrapper,
+          'sh',
+          ...args,
+        ],
+        { timeoutMs, cwd: this.home },
+      );
     } finally {
       await this.exec(['rm', ctr], { allowFailure: true });
     }
   }
 
   /**
-   * Imports a root filesystem tarball as image `ref` (e.g. localhost/hearth/base:bookworm), with
-   * the given environment and command.
+   * Imports a root filesystem tarball (readable by the builder user) as image `ref`, e.g.
+   * localhost/hearth/base:bookworm, with the given environment and command.
    */
   async importRootfs(
     tarball: string,
@@ -163,11 +208,6 @@ export class Buildah {
     const ctr = (await this.exec(['from', '--quiet', 'scratch'])).stdout.trim();
     try {
       await this.exec(['add', '--quiet', ctr, tarball, '/'], { timeoutMs: 600_000 });
-      // A scratch container's root directory is 0555; a distribution's root is 0755 (and RUN steps
-      // of builds on this image expect to create files in /).
-      const mnt = (await this.exec(['mount', ctr])).stdout.trim();
-      await chmod(mnt, 0o755);
-      await this.exec(['umount', ctr]);
       const cfg = ['config', '--cmd', JSON.stringify(config.cmd)];
       for (const e of config.env) cfg.push('--env', e);
       for (const [k, v] of Object.entries(config.labels ?? {})) cfg.push('--label', `${k}=${v}`);
@@ -187,6 +227,15 @@ export class Buildah {
   async removeAllContainers(): Promise<void> {
     await this.exec(['rm', '--all'], { allowFailure: true });
   }
+}
+
+/** The builder user's uid and gid; throws if setup has not created it. */
+export async function builderIds(): Promise<{ uid: number; gid: number }> {
+  const passwd = await readFile('/etc/passwd', 'utf8');
+  const line = passwd.split('\n').find((l) => l.startsWith(`${BUILDER_USER}:`));
+  if (!line) throw new Error(`the builder user ${BUILDER_USER} does not exist: run \`hearth setup\``);
+  const f = line.split(':');
+  return { uid: Number(f[2]), gid: Number(f[3]) };
 }
 
 /** The last lines of a failed buildah command, for a build's failure reason. */

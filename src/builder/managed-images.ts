@@ -1,6 +1,7 @@
-import { appendFile, readFile } from 'node:fs/promises';
+import { appendFile, chmod, readFile, stat } from 'node:fs/promises';
+import { run } from '../util/exec.js';
 import type { BaseDisk } from './base-rootfs.js';
-import { SUBORDINATE_ID_START, type Buildah } from './buildah.js';
+import { BUILDER_SUBID_COUNT, BUILDER_SUBID_START, BUILDER_USER, type Buildah } from './buildah.js';
 import { createLogger } from '../util/log.js';
 
 const log = createLogger('builder.base');
@@ -25,7 +26,7 @@ export const BASE_IMAGE_REF = 'hearth/base:bookworm';
 const LOCAL_REF = `localhost/${BASE_IMAGE_REF}`;
 const VERSION_LABEL = 'io.hearth.base.version';
 /** Bumped when the way the base image is imported changes, so hosts re-import it. */
-const IMPORT_REVISION = '2';
+const IMPORT_REVISION = '3';
 export const MANAGED_IMAGE_ARN_PREFIX = 'arn:hearth:lambda:local:hearth:microvm-image:';
 
 export const MANAGED_IMAGES: readonly ManagedImage[] = [
@@ -61,13 +62,34 @@ export async function ensureBaseImage(buildah: Buildah, base: BaseDisk): Promise
 }
 
 /**
- * Gives the `containers` user (whose ranges buildah's --userns=auto draws from) subordinate uids and
- * gids, above anything a normal system allocates. Idempotent.
+ * Creates the unprivileged system user builds run as, gives it 65536 subordinate uids and gids for
+ * its user namespace, and lets unprivileged users open /dev/net/tun (the Debian default, 0666;
+ * creating a device with it still needs CAP_NET_ADMIN in the owning namespace), which slirp4netns
+ * needs for the network of RUN steps. Idempotent.
  */
-export async function ensureSubordinateIds(): Promise<void> {
+export async function ensureBuilderUser(home: string): Promise<void> {
+  const passwd = await readFile('/etc/passwd', 'utf8');
+  if (!passwd.split('\n').some((l) => l.startsWith(`${BUILDER_USER}:`))) {
+    await run('useradd', [
+      '--system',
+      '--user-group',
+      '--no-create-home',
+      '--home-dir',
+      home,
+      '--shell',
+      '/usr/sbin/nologin',
+      BUILDER_USER,
+    ]);
+  }
   for (const file of ['/etc/subuid', '/etc/subgid']) {
     const text = await readFile(file, 'utf8').catch(() => '');
-    if (!/^containers:/m.test(text))
-      await appendFile(file, `${text && !text.endsWith('\n') ? '\n' : ''}containers:2147483647:2147483648\n`);
+    if (!new RegExp(`^${BUILDER_USER}:`, 'm').test(text)) {
+      await appendFile(
+        file,
+        `${text && !text.endsWith('\n') ? '\n' : ''}${BUILDER_USER}:${BUILDER_SUBID_START}:${BUILDER_SUBID_COUNT}\n`,
+      );
+    }
   }
+  const tun = await stat('/dev/net/tun').catch(() => undefined);
+  if (tun && (tun.mode & 0o666) !== 0o666) await chmod('/dev/net/tun', 0o666);
 }

@@ -36,9 +36,9 @@ export class DataDir {
   get vmsDir(): string {
     return join(this.root, 'vms');
   }
-  /** buildah's image storage (layers, build cache). */
-  get containersDir(): string {
-    return join(this.root, 'containers');
+  /** The builder user's home: buildah's image storage (layers, build cache) and scratch space. */
+  get builderDir(): string {
+    return join(this.root, 'builder');
   }
   /** Per image version: the root disk built from its Dockerfile. */
   get imagesDir(): string {

@@ -25,8 +25,8 @@ export const HOST_PACKAGES: Readonly<Record<string, string>> = {
   'ca-certificates': 'TLS to Debian mirrors',
   buildah: 'building images from Dockerfiles',
   runc: 'the OCI runtime buildah runs RUN steps in (crun refuses hybrid cgroups)',
-  uidmap: 'user namespaces for builds (newuidmap/newgidmap)',
-  'containernetworking-plugins': 'network for RUN steps during builds',
+  uidmap: 'user namespaces for rootless builds (newuidmap/newgidmap)',
+  slirp4netns: 'the network of RUN steps in rootless builds',
 };
 
 /** Returns the packages from `names` that dpkg does not report as installed. */

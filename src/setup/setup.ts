@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import type { DataDir } from '../config/data-dir.js';
 import { ensureBaseDisk } from '../builder/base-rootfs.js';
 import { Buildah } from '../builder/buildah.js';
-import { ensureBaseImage, ensureSubordinateIds } from '../builder/managed-images.js';
+import { ensureBaseImage, ensureBuilderUser } from '../builder/managed-images.js';
 import { ensureAgentBundle } from '../guest/agent-bundle.js';
 import {
   assertStaticBusybox,
@@ -39,8 +39,8 @@ export async function setupHost(
   const initramfs = await ensureInitramfs(dataDir.guestDir, kernel, agent, init);
   await pruneGuestBuilds(dataDir.guestDir, [init, initramfs]);
   const baseDisk = await ensureBaseDisk(dataDir.baseDisksDir);
-  await ensureSubordinateIds();
-  await ensureBaseImage(new Buildah(dataDir.containersDir), baseDisk);
+  await ensureBuilderUser(dataDir.builderDir);
+  await ensureBaseImage(new Buildah(dataDir.builderDir), baseDisk);
   const accel = await chooseAccelerator({
     setting: opts.accelerator ?? 'auto',
     cacheFile: dataDir.accelCacheFile,

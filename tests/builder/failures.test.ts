@@ -6,7 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { versionPaths } from '../../src/builder/build-image.js';
 import type { BuildFailureCode } from '../../src/core/model.js';
 import { testDataDir } from '../helpers/env.js';
-import { BASE_ARN, buildImage, fixtureImage, openImageHarness, type ImageHarness } from '../helpers/images.js';
+import {
+  BASE_ARN,
+  buildImage,
+  fixtureImage,
+  openImageHarness,
+  type ImageHarness,
+} from '../helpers/images.js';
 import { leftovers, NOTHING_LEFT } from '../helpers/vm.js';
 import { makeZip } from '../helpers/zip.js';
 
@@ -25,14 +31,21 @@ describe('build failures', () => {
   });
 
   /** Builds `source`, expects FAILED with `code`, and checks that only the record and the log remain. */
-  async function expectFailure(source: string, code: BuildFailureCode, extra: Parameters<typeof buildImage>[3] = {}) {
+  async function expectFailure(
+    source: string,
+    code: BuildFailureCode,
+    extra: Parameters<typeof buildImage>[3] = {},
+  ) {
     const { name, build } = await buildImage(h, code.toLowerCase().replace(/_/g, '-'), source, extra);
     expect(build).toMatchObject({ buildState: 'FAILED', failureCode: code });
     expect(build.stateReason).toBeTruthy();
     const version = await h.images.getVersion(name, '1.0');
     expect(version.state).toBe('FAILED');
     expect(version.stateReason).toContain(code);
-    expect(await h.images.getImage(name)).toMatchObject({ state: 'CREATE_FAILED', latestFailedVersion: '1.0' });
+    expect(await h.images.getImage(name)).toMatchObject({
+      state: 'CREATE_FAILED',
+      latestFailedVersion: '1.0',
+    });
     await expect(h.images.runnableVersion(name)).rejects.toMatchObject({ code: 'IMAGE_NO_ACTIVE_VERSION' });
     // Nothing of the version is left but its record and its log.
     const paths = versionPaths(testDataDir(), version.id);
@@ -54,7 +67,13 @@ describe('build failures', () => {
   it('rejects a zip that would write outside its directory (zip-slip): ARCHIVE_UNSAFE_ENTRY, nothing written', async () => {
     const zip = join(scratch, 'slip.zip');
     const escape = join(testDataDir().root, 'build-contexts', 'zip-slip-escaped');
-    await writeFile(zip, makeZip([{ name: 'Dockerfile', data: 'FROM hearth/base:bookworm\n' }, { name: '../zip-slip-escaped', data: 'pwned' }]));
+    await writeFile(
+      zip,
+      makeZip([
+        { name: 'Dockerfile', data: 'FROM hearth/base:bookworm\n' },
+        { name: '../zip-slip-escaped', data: 'pwned' },
+      ]),
+    );
     await expectFailure(zip, 'ARCHIVE_UNSAFE_ENTRY');
     expect(existsSync(escape)).toBe(false);
   });
@@ -89,7 +108,10 @@ describe('build failures', () => {
   it('fails a build whose validate hook fails on the restored snapshot: VALIDATE_HOOK_FAILED', async () => {
     await expectFailure(fixtureImage('hook-app'), 'VALIDATE_HOOK_FAILED', {
       environmentVariables: { VALIDATE_STATUS: '500' },
-      hooks: { port: 9000, microvmImageHooks: { ready: 'ENABLED', readyTimeoutInSeconds: 60, validate: 'ENABLED' } },
+      hooks: {
+        port: 9000,
+        microvmImageHooks: { ready: 'ENABLED', readyTimeoutInSeconds: 60, validate: 'ENABLED' },
+      },
     });
   });
 
@@ -99,18 +121,31 @@ describe('build failures', () => {
 
   it('rejects invalid image specs before building anything', async () => {
     const base = { codeArtifactUri: fixtureImage('run-fails'), baseImageArn: BASE_ARN };
-    await expect(h.images.createImage({ ...base, name: 'bad name!' })).rejects.toMatchObject({ code: 'VALIDATION', field: 'name' });
+    await expect(h.images.createImage({ ...base, name: 'bad name!' })).rejects.toMatchObject({
+      code: 'VALIDATION',
+      field: 'name',
+    });
     await expect(h.images.createImage({ ...base, name: 'mem', memoryMiB: 768 })).rejects.toMatchObject({
       code: 'VALIDATION',
       message: expect.stringContaining('512, 1024, 2048, 4096, 8192'),
     });
     await expect(
-      h.images.createImage({ ...base, name: 'hooks-no-port', hooks: { microvmImageHooks: { ready: 'ENABLED' } } }),
+      h.images.createImage({
+        ...base,
+        name: 'hooks-no-port',
+        hooks: { microvmImageHooks: { ready: 'ENABLED' } },
+      }),
     ).rejects.toMatchObject({ code: 'VALIDATION', field: 'hooks.port' });
     await expect(
-      h.images.createImage({ ...base, name: 'run-no-ready', hooks: { port: 9000, microvmHooks: { run: 'ENABLED' } } }),
+      h.images.createImage({
+        ...base,
+        name: 'run-no-ready',
+        hooks: { port: 9000, microvmHooks: { run: 'ENABLED' } },
+      }),
     ).rejects.toMatchObject({ code: 'VALIDATION', message: expect.stringContaining('need the ready hook') });
-    await expect(h.images.createImage({ ...base, name: 'disk', memoryMiB: 512, diskSizeMiB: 9000 })).rejects.toMatchObject({
+    await expect(
+      h.images.createImage({ ...base, name: 'disk', memoryMiB: 512, diskSizeMiB: 9000 }),
+    ).rejects.toMatchObject({
       code: 'VALIDATION',
       message: expect.stringContaining('from 256 to 8192'),
     });
@@ -120,8 +155,15 @@ describe('build failures', () => {
   it('rejects a second image with the same name, pointing to UpdateMicrovmImage', async () => {
     const src = join(scratch, 'dup');
     await cp(fixtureImage('run-fails'), src, { recursive: true });
-    const r = await h.images.createImage({ name: 'dup-name', codeArtifactUri: src, baseImageArn: BASE_ARN, memoryMiB: 512 });
-    await expect(h.images.createImage({ name: 'dup-name', codeArtifactUri: src, baseImageArn: BASE_ARN })).rejects.toMatchObject({
+    const r = await h.images.createImage({
+      name: 'dup-name',
+      codeArtifactUri: src,
+      baseImageArn: BASE_ARN,
+      memoryMiB: 512,
+    });
+    await expect(
+      h.images.createImage({ name: 'dup-name', codeArtifactUri: src, baseImageArn: BASE_ARN }),
+    ).rejects.toMatchObject({
       code: 'IMAGE_CONFLICT',
       hint: expect.stringContaining('UpdateMicrovmImage'),
     });

@@ -29,7 +29,7 @@ export async function openImageHarness(opts: { defaultReadyTimeoutS?: number } =
   const engine = await openEngine();
   const dbFile = join(dataDir.root, `test-${randomBytes(4).toString('hex')}.db`);
   const store = await openStore(`sqlite:${dbFile}`);
-  const buildah = new Buildah(dataDir.containersDir);
+  const buildah = new Buildah(dataDir.builderDir);
   const images = new ImageService({
     store,
     engine,
