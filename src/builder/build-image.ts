@@ -95,6 +95,7 @@ export async function buildImageVersion(deps: BuildDeps, job: BuildJob): Promise
         contextDir,
         tag: paths.buildTag,
         buildArgs: job.config.buildArgs,
+        ...(job.config.noCache ? { noCache: true } : {}),
         onLog: job.log,
       });
     } catch (e) {

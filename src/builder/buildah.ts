@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, readFile, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, type RunResult } from '../util/exec.js';
 import { CommandFailedError } from '../util/errors.js';
@@ -20,6 +20,8 @@ export interface BuildOptions {
   /** Tag for the result, e.g. localhost/hearth-build/iv-1234. */
   tag: string;
   buildArgs?: Record<string, string>;
+  /** Run every step again instead of reusing cached layers. */
+  noCache?: boolean;
   /** Receives every line buildah prints (steps, RUN output, errors). */
   onLog?: (line: string) => void;
   timeoutMs?: number;
@@ -130,6 +132,7 @@ export class Buildah {
    */
   async build(o: BuildOptions): Promise<void> {
     const args = ['build', '--layers', '--pull=missing', '-f', join(o.contextDir, 'Dockerfile'), '-t', o.tag];
+    if (o.noCache) args.push('--no-cache');
     for (const [k, v] of Object.entries(o.buildArgs ?? {})) args.push('--build-arg', `${k}=${v}`);
     args.push(o.contextDir);
     await this.exec(args, {
@@ -223,9 +226,31 @@ export class Buildah {
     await this.exec(['rmi', ref], { allowFailure: true });
   }
 
-  /** Removes working containers left by an interrupted build or export. */
-  async removeAllContainers(): Promise<void> {
+  /**
+   * After a crash: kills buildah (and its RUN steps) still working on this storage for a server that
+   * is gone, then removes the working containers they left. Returns how many processes it killed.
+   */
+  async cleanupAfterCrash(): Promise<number> {
+    const { uid } = await builderIds().catch(() => ({ uid: -1 }));
+    const killed: number[] = [];
+    if (uid >= 0) {
+      for (const d of await readdir('/proc')) {
+        if (!/^\d+$/.test(d)) continue;
+        const st = await stat(`/proc/${d}`).catch(() => undefined);
+        if (!st || st.uid !== uid) continue;
+        const cmdline = await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '');
+        if (!cmdline.includes(this.storageRoot)) continue;
+        try {
+          process.kill(Number(d), 'SIGKILL');
+          killed.push(Number(d));
+        } catch {
+          /* gone already */
+        }
+      }
+    }
+    if (killed.length) await new Promise((r) => setTimeout(r, 200));
     await this.exec(['rm', '--all'], { allowFailure: true });
+    return killed.length;
   }
 }
 

@@ -49,6 +49,8 @@ export interface ImageSpec {
   hooks?: HooksConfig;
   environmentVariables?: Record<string, string>;
   buildArgs?: Record<string, string>;
+  /** Rebuild every Dockerfile step (no layer cache). */
+  noCache?: boolean;
   description?: string;
   tags?: Record<string, string>;
 }
@@ -185,6 +187,7 @@ export function normalizeImageSpec(s: ImageSpec): {
       ...(s.hooks ? { hooks: s.hooks } : {}),
       ...(s.environmentVariables ? { environmentVariables: s.environmentVariables } : {}),
       ...(s.buildArgs ? { buildArgs: s.buildArgs } : {}),
+      ...(s.noCache ? { noCache: true } : {}),
       ...(s.description ? { description: s.description } : {}),
     },
   };

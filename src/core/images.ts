@@ -107,6 +107,8 @@ export class ImageService {
    * and versions stuck DELETING are deleted. Call once at start, before accepting requests.
    */
   async recover(): Promise<void> {
+    const killed = await this.o.buildah.cleanupAfterCrash();
+    if (killed > 0) this.o.log.warn('stopped build processes left by a previous server', { count: killed });
     let cursor: string | undefined;
     do {
       const page = await this.o.store.images.list({ limit: 200, ...(cursor ? { cursor } : {}) });

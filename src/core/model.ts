@@ -77,6 +77,8 @@ export interface ImageVersionConfig {
   /** Baked into the snapshot: shared by every microVM launched from it. */
   environmentVariables?: Record<string, string>;
   buildArgs?: Record<string, string>;
+  /** Build every Dockerfile step again instead of reusing cached layers. */
+  noCache?: boolean;
   description?: string;
 }
 
