@@ -82,6 +82,11 @@ export class NetworkManager {
     return `hearth-${slot}`;
   }
 
+  /** Marks the network of a VM adopted from an earlier server as in use. */
+  adopt(net: VmNetwork): void {
+    this.inUse.add(net.slot);
+  }
+
   /** How many networks VMs hold right now (spares not counted). */
   get activeCount(): number {
     return this.inUse.size;

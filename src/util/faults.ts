@@ -19,7 +19,7 @@ export function clearFaults(): void {
 }
 
 export async function faultPoint(name: string): Promise<void> {
-  const h = handlers.get(name) ?? handlers.get(process.env.HEARTH_FAULT === name ? '*env*' : '');
+  const h = handlers.get(name);
   if (h) await h(name);
   else if (process.env.HEARTH_FAULT === name) {
     // Out-of-process crash tests set HEARTH_FAULT=<point> to kill the whole process at that point.

@@ -16,7 +16,7 @@ import { waitForTcp } from '../util/net-wait.js';
 import type { EngineContext } from './context.js';
 import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
-import { launchQemu } from './launch.js';
+import { launchQemu, type RunState } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
 import { defaultCmdline, type MachineConfig } from './qemu-args.js';
 import {
@@ -28,7 +28,10 @@ import {
   type MachineFingerprint,
   checkCompatible,
 } from './snapshot-manifest.js';
-import { VmLayout } from './vm-layout.js';
+import { parseGeneration, VmLayout } from './vm-layout.js';
+import { QemuProcess } from './qemu-process.js';
+import { QmpClient } from './qmp-client.js';
+import { applyRestoreHygiene } from './restore-hygiene.js';
 import { HOSTNAME_PATTERN } from './guest-control.js';
 import { suspendVm } from './vm-suspend.js';
 import { restoreClone, resumeVm } from './vm-restore.js';
@@ -61,6 +64,11 @@ export interface EngineOptions {
   tcgCacheMiB?: number;
   /** IPv4 /16 for host-VM links. Default 10.201.0.0/16. */
   vmSubnet?: string;
+  /**
+   * Take over VMs whose QEMU an earlier engine left running (after a crash of the server), instead
+   * of killing them. Default false: every leftover QEMU is killed.
+   */
+  adoptRunning?: boolean;
 }
 
 export interface BootOptions {
@@ -144,17 +152,21 @@ export class Engine {
       qmpConnectTimeoutMs: 10_000,
     };
     const engine = new Engine(ctx, lockFile);
-    await engine.cleanupAfterCrash();
+    await engine.cleanupAfterCrash(opts.adoptRunning ?? false);
     return engine;
   }
 
-  private async cleanupAfterCrash(): Promise<void> {
-    const killed = await killOrphanQemus(this.ctx.dataDir.vmsDir);
+  private async cleanupAfterCrash(adoptRunning: boolean): Promise<void> {
+    const adopted = adoptRunning ? await this.adoptLiveVms() : [];
+    const killed = await killOrphanQemus(
+      this.ctx.dataDir.vmsDir,
+      adopted.map((vm) => vm.process!.pid),
+    );
     if (killed > 0) this.ctx.log.warn('killed QEMU processes left by a previous engine', { count: killed });
-    await this.ctx.network.reapOrphans();
+    await this.ctx.network.reapOrphans(new Set(adopted.map((vm) => vm.network!.slot)));
     for (const id of await readdir(this.ctx.dataDir.vmsDir).catch(() => [] as string[])) {
       const L = new VmLayout(this.ctx.dataDir.vmsDir, id);
-      await rm(L.runDir, { recursive: true, force: true });
+      if (!this.vms.has(id)) await rm(L.runDir, { recursive: true, force: true });
       for (const g of await readdir(L.snapshotsDir).catch(() => [] as string[])) {
         if (g.endsWith('.tmp')) await rm(join(L.snapshotsDir, g), { recursive: true, force: true });
       }
@@ -163,6 +175,72 @@ export class Engine {
       if (t.includes('.tmp'))
         await rm(join(this.ctx.dataDir.templatesDir, t), { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Takes over the QEMU processes an earlier engine left running (they outlive it: their own session,
+   * stderr in a file): process, QMP, network. Their guests may be paused or frozen if the earlier
+   * engine died mid-operation: see `revive`.
+   */
+  private async adoptLiveVms(): Promise<MicroVm[]> {
+    const adopted: MicroVm[] = [];
+    for (const id of await readdir(this.ctx.dataDir.vmsDir).catch(() => [] as string[])) {
+      const L = new VmLayout(this.ctx.dataDir.vmsDir, id);
+      let state: RunState;
+      let record: VmRecord;
+      try {
+        state = JSON.parse(await readFile(L.runStateFile, 'utf8')) as RunState;
+        record = JSON.parse(await readFile(L.recordFile, 'utf8')) as VmRecord;
+      } catch {
+        continue;
+      }
+      const cmdline = await readFile(`/proc/${state.pid}/cmdline`, 'utf8').catch(() => '');
+      const proc = cmdline.includes(`hearth-${id},`)
+        ? QemuProcess.adopt(id, state.pid, state.startTime, L.qemuLog)
+        : undefined;
+      if (!proc) continue;
+      const vm = new MicroVm(record, L, this.ctx.log.child(id), 'running');
+      vm.process = proc;
+      vm.network = state.network;
+      vm.activeLayer = state.activeLayer;
+      vm.generation = await newestGeneration(L);
+      try {
+        vm.qmp = await QmpClient.connect(L.qmpSocket, { timeoutMs: 5_000, abort: () => proc.exitError() });
+        const st = await vm.qmp.execute<{ status: string }>('query-status');
+        vm.adoptedStatus = st.status;
+      } catch (e) {
+        this.ctx.log.warn('could not adopt a running VM', { vm: id, error: (e as Error).message });
+        proc.kill('SIGKILL');
+        vm.qmp?.close();
+        continue;
+      }
+      this.ctx.network.adopt(state.network);
+      this.vms.set(id, vm);
+      adopted.push(vm);
+      this.ctx.log.info('adopted a running VM', { vm: id, pid: state.pid, status: vm.adoptedStatus });
+    }
+    return adopted;
+  }
+
+  /**
+   * Makes an adopted VM whole again, whatever the earlier engine was doing when it died: continues
+   * vCPUs stopped for a snapshot, thaws filesystems frozen for one, and applies restore hygiene
+   * (clock, RNG, identity) in case a restore was cut short. Idempotent. Precondition: running.
+   */
+  async revive(vm: MicroVm): Promise<void> {
+    await this.lockFor(vm.id).run(async () => {
+      if (vm.state !== 'running' || !vm.qmp)
+        throw new InvalidVmStateError(vm.id, 'revive', vm.state, ['running']);
+      const st = await vm.qmp.execute<{ status: string }>('query-status');
+      if (st.status !== 'running') await vm.qmp.execute('cont');
+      await applyRestoreHygiene(vm, { thaw: true });
+      vm.adoptedStatus = undefined;
+    });
+  }
+
+  /** VMs taken over from an earlier engine at open (see EngineOptions.adoptRunning). */
+  adopted(): MicroVm[] {
+    return [...this.vms.values()].filter((vm) => vm.adoptedStatus !== undefined);
   }
 
   get log(): Logger {
@@ -498,11 +576,7 @@ export class Engine {
       throw new VmNotFoundError('VM', vmId);
     }
     const vm = new MicroVm(record, L, this.ctx.log.child(vmId), 'suspended');
-    const gens = (await readdir(L.snapshotsDir).catch(() => [] as string[]))
-      .map((g) => /^gen-(\d+)$/.exec(g)?.[1])
-      .filter((g): g is string => g !== undefined)
-      .map(Number);
-    vm.generation = gens.length ? Math.max(...gens) : 0;
+    vm.generation = await newestGeneration(L);
     if (vm.generation === 0) {
       vm.state = 'failed';
       vm.stateReason = 'no committed snapshot';
@@ -594,6 +668,14 @@ export class Engine {
     await this.ctx.network.drain();
     await rm(this.lockFile, { force: true });
   }
+}
+
+/** Number of the newest committed suspend snapshot of a VM (0: none). */
+async function newestGeneration(L: VmLayout): Promise<number> {
+  const gens = (await readdir(L.snapshotsDir).catch(() => [] as string[]))
+    .map((g) => parseGeneration(g))
+    .filter((g): g is number => g !== undefined);
+  return gens.length ? Math.max(...gens) : 0;
 }
 
 async function qcow2Backing(path: string, relativeTo: string): Promise<string> {

@@ -8,6 +8,15 @@ import { QmpClient } from './qmp-client.js';
 import { connectUnix } from './unix-socket.js';
 import { QmpError } from './errors.js';
 
+/** run/state.json: how a restarted server finds and adopts a live VM. */
+export interface RunState {
+  pid: number;
+  startTime: number;
+  network: VmNetwork;
+  activeLayer: number;
+  memoryFile: string;
+}
+
 export interface LaunchOptions {
   memoryFile: string;
   memoryShared: boolean;
@@ -36,10 +45,22 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     macAddress: o.network.macAddress,
     incoming: o.incoming,
   });
-  const proc = QemuProcess.spawn({ vmId: vm.id, args, netnsPath: o.network.netnsPath, log: ctx.log });
+  const proc = QemuProcess.spawn({
+    vmId: vm.id,
+    args,
+    netnsPath: o.network.netnsPath,
+    stderrFile: L.qemuLog,
+  });
   vm.process = proc;
   try {
-    await writeFile(L.pidFile, `${proc.pid}\n`);
+    const state: RunState = {
+      pid: proc.pid,
+      startTime: proc.startTime ?? -1,
+      network: o.network,
+      activeLayer: vm.activeLayer,
+      memoryFile: o.memoryFile,
+    };
+    await writeFile(L.runStateFile, JSON.stringify(state));
     vm.qmp = await QmpClient.connect(L.qmpSocket, {
       timeoutMs: ctx.qmpConnectTimeoutMs,
       abort: () => proc.exitError(),

@@ -2,15 +2,16 @@ import { readdir, readFile } from 'node:fs/promises';
 
 /**
  * Finds QEMU processes started for VMs under `vmsDir` (their command line names files there) and
- * SIGKILLs them. Used when an engine opens a data directory after a crash. Returns how many.
+ * SIGKILLs them, except `keepPids` (adopted VMs). Used when an engine opens a data directory after a
+ * crash. Returns how many.
  */
-export async function killOrphanQemus(vmsDir: string): Promise<number> {
+export async function killOrphanQemus(vmsDir: string, keepPids: readonly number[] = []): Promise<number> {
   const prefix = vmsDir.endsWith('/') ? vmsDir : vmsDir + '/';
   const pids: number[] = [];
   for (const d of await readdir('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     const pid = Number(d);
-    if (pid === process.pid) continue;
+    if (pid === process.pid || keepPids.includes(pid)) continue;
     const argv = (await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).split('\0');
     if (!argv[0]?.endsWith('qemu-system-x86_64')) continue;
     if (argv.some((a) => a.includes(prefix))) pids.push(pid);

@@ -9,7 +9,8 @@ import { assertSafeId } from '../config/data-dir.js';
  *   initrd.img               per-boot initrd of a cold-booted VM
  *   disks/layer-NNNN.qcow2   copy-on-write disk layers; all but the newest are frozen (0444)
  *   snapshots/gen-NNNN/      committed suspends (manifest.json last); *.tmp = never committed
- *   run/                     sockets and pid of the live QEMU process (gone when not running)
+ *   qemu.log                 QEMU's stderr, appended across restores
+ *   run/                     sockets and state.json of the live QEMU process (gone when not running)
  */
 export class VmLayout {
   readonly dir: string;
@@ -54,8 +55,13 @@ export class VmLayout {
   get migrationSocket(): string {
     return join(this.runDir, 'migrate.sock');
   }
-  get pidFile(): string {
-    return join(this.runDir, 'qemu.pid');
+  /** What a restarted server needs to adopt the running QEMU: pid, start time, network, layer. */
+  get runStateFile(): string {
+    return join(this.runDir, 'state.json');
+  }
+  /** QEMU's own messages (stderr), appended across restores. */
+  get qemuLog(): string {
+    return join(this.dir, 'qemu.log');
   }
 
   layer(n: number): string {
