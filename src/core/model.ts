@@ -132,6 +132,8 @@ export interface IdlePolicy {
   maxIdleDurationSeconds: number;
   suspendedDurationSeconds: number;
   autoResumeEnabled: boolean;
+  /** Hearth extension: whether an open WebSocket or stream keeps the microVM busy. Default true. */
+  openStreamsCountAsActivity?: boolean;
 }
 
 export interface MicrovmRecord {

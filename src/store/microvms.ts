@@ -109,6 +109,19 @@ export class MicrovmRepository {
   }
 
   /** Every microVM in one of `states`, oldest first, unpaginated: for recovery after a restart. */
+  /**
+   * Deletes TERMINATED microVMs that ended before `before` (ISO time): they stay visible for a
+   * retention period, then go. Returns how many were deleted.
+   */
+  async deleteTerminatedBefore(before: string): Promise<number> {
+    const res = await this.db
+      .deleteFrom('microvms')
+      .where('state', '=', 'TERMINATED')
+      .where('terminated_at', '<', before)
+      .executeTakeFirst();
+    return Number(res.numDeletedRows);
+  }
+
   async listByStates(states: readonly MicrovmState[]): Promise<MicrovmRecord[]> {
     if (states.length === 0) return [];
     const rows = await this.db

@@ -34,7 +34,7 @@ import { QmpClient } from './qmp-client.js';
 import { applyRestoreHygiene } from './restore-hygiene.js';
 import { HOSTNAME_PATTERN } from './guest-control.js';
 import { suspendVm } from './vm-suspend.js';
-import { restoreClone, resumeVm } from './vm-restore.js';
+import { restoreClone, resumeVm, verifyGeneration } from './vm-restore.js';
 import { killOrphanQemus } from './orphans.js';
 
 /** Another Hearth process already uses this data directory. */
@@ -566,6 +566,19 @@ export class Engine {
     });
   }
 
+  /**
+   * Verifies a VM's newest committed snapshot against its manifest and returns its generation
+   * (0: the VM has none). SnapshotCorruptError / SnapshotIncompatibleError when it is unusable.
+   */
+  async verifySnapshot(vmId: string): Promise<number> {
+    assertSafeId(vmId, 'VM id');
+    const vm = this.vms.get(vmId) ?? (await this.loadVm(vmId));
+    if (vm.generation === 0) return 0;
+    const template = await this.template((vm.record.origin as { templateId: string }).templateId);
+    await verifyGeneration(this.ctx, vm.layout, vm.generation, template);
+    return vm.generation;
+  }
+
   /** Builds a handle for a VM that exists on disk but not in this engine's memory (e.g. after a restart). */
   private async loadVm(vmId: string): Promise<MicroVm> {
     const L = new VmLayout(this.ctx.dataDir.vmsDir, vmId);
@@ -610,6 +623,18 @@ export class Engine {
   async kill(vm: MicroVm, reason = 'killed'): Promise<void> {
     vm.process?.kill('SIGKILL');
     await this.teardown(vm, 'stopped', reason);
+  }
+
+  /**
+   * Abandons the current run of a resumed VM: kills QEMU without saving, so the VM is back at its
+   * last committed snapshot ('suspended'), or 'failed' if it has none. For a resume whose last step
+   * (e.g. the app's resume hook) failed.
+   */
+  async revert(vm: MicroVm, reason: string): Promise<void> {
+    await this.lockFor(vm.id).run(async () => {
+      vm.process?.kill('SIGKILL');
+      await this.teardown(vm, vm.generation > 0 ? 'suspended' : 'failed', reason);
+    });
   }
 
   /** Kills the VM if it runs and deletes all its files, snapshots included. Idempotent. */

@@ -9,9 +9,9 @@ import { launchQemu, loadDeviceState } from './launch.js';
 import { loadMemoryDiff, MemoryDiffFormatError } from './memory-diff.js';
 import type { MicroVm } from './microvm.js';
 import { applyRestoreHygiene } from './restore-hygiene.js';
-import { checkCompatible, readManifest } from './snapshot-manifest.js';
+import { checkCompatible, readManifest, type SnapshotManifest } from './snapshot-manifest.js';
 import type { Template } from './engine.js';
-import { parseLayer } from './vm-layout.js';
+import { parseLayer, type VmLayout } from './vm-layout.js';
 import { StepTimer } from '../util/step-timer.js';
 
 /**
@@ -91,16 +91,16 @@ export async function restoreClone(ctx: EngineContext, vm: MicroVm, template: Te
 }
 
 /**
- * Resume: verify the newest committed snapshot, put a new writable layer on its frozen disk chain,
- * map the template RAM privately, write back the saved RAM diff, load the device state, run, then
- * restore hygiene and thaw. Layers not in the manifest (left by a run that never committed) are
- * deleted first. On failure the new layer is removed; the snapshot is untouched.
+ * Reads and verifies a VM's committed snapshot `generation` (sizes always; checksums of files not yet
+ * verified in this process): SnapshotCorruptError or SnapshotIncompatibleError if it is unusable.
  */
-export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Template): Promise<void> {
-  const steps = new StepTimer();
-  const L = vm.layout;
-  if (vm.generation === 0) throw new SnapshotCorruptError(L.snapshotsDir, 'the VM has no committed snapshot');
-  const dir = L.generationDir(vm.generation);
+export async function verifyGeneration(
+  ctx: EngineContext,
+  L: VmLayout,
+  generation: number,
+  template: Template,
+): Promise<SnapshotManifest> {
+  const dir = L.generationDir(generation);
   const m = await readManifest(dir);
   checkCompatible(dir, m.machine, template.manifest.machine);
   if (m.template?.id !== template.id || m.template.memorySha256 !== template.manifest.memory.sha256) {
@@ -111,7 +111,21 @@ export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Templa
   }
   for (const f of [m.memory, m.devices, ...m.diskLayers])
     await ctx.verified.verify(dir, join(L.dir, f.path), f);
+  return m;
+}
 
+/**
+ * Resume: verify the newest committed snapshot, put a new writable layer on its frozen disk chain,
+ * map the template RAM privately, write back the saved RAM diff, load the device state, run, then
+ * restore hygiene and thaw. Layers not in the manifest (left by a run that never committed) are
+ * deleted first. On failure the new layer is removed; the snapshot is untouched.
+ */
+export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Template): Promise<void> {
+  const steps = new StepTimer();
+  const L = vm.layout;
+  if (vm.generation === 0) throw new SnapshotCorruptError(L.snapshotsDir, 'the VM has no committed snapshot');
+  const dir = L.generationDir(vm.generation);
+  const m = await verifyGeneration(ctx, L, vm.generation, template);
   const keep = new Set(m.diskLayers.map((f) => f.path.split('/').pop()));
   let top = 0;
   for (const f of await readdir(L.disksDir)) {

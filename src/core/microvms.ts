@@ -1,0 +1,684 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { callHook, type HookName } from '../hooks/hook-client.js';
+import type { Store } from '../store/database.js';
+import type { Page } from '../store/pagination.js';
+import type { MicrovmListRequest } from '../store/microvms.js';
+import { faultPoint } from '../util/faults.js';
+import type { Logger } from '../util/log.js';
+import { Mutex } from '../util/mutex.js';
+import type { Engine } from '../vmm/engine.js';
+import type { MicroVm } from '../vmm/microvm.js';
+import { ValidationError } from './image-spec.js';
+import type { ImageService } from './images.js';
+import {
+  IdempotencyMismatchError,
+  InsufficientCapacityError,
+  MicrovmNotFoundError,
+  MicrovmStateConflictError,
+  QuotaExceededError,
+} from './errors.js';
+import type { IdlePolicy, ImageVersionRecord, MicrovmRecord, MicrovmState } from './model.js';
+
+/** What RunMicrovm asks for (validated for shape and ranges by the API layer). */
+export interface RunInput {
+  imageIdentifier: string;
+  imageVersion?: string;
+  idlePolicy?: IdlePolicy;
+  maximumDurationInSeconds?: number;
+  runHookPayload?: string;
+  ingressNetworkConnectors?: string[];
+  egressNetworkConnectors?: string[];
+  clientToken?: string;
+}
+
+/** Limits and timings of the microVM lifecycle; every one is a server setting. */
+export interface MicrovmLimits {
+  /** microVMs not TERMINATED at once. */
+  maxMicrovms: number;
+  /** Sum of baseline memory of RUNNING, SUSPENDING, SUSPENDED and PENDING microVMs, MiB. */
+  maxMemoryMiB: number;
+  /** Smallest maxIdleDurationSeconds accepted (the reference service: 60; tests lower it). */
+  minIdleSeconds: number;
+  /** maximumDurationInSeconds when RunMicrovm gives none (the largest allowed: 8 h). */
+  defaultMaxDurationSeconds: number;
+  /** How long TERMINATED microVMs stay visible. At least 600 (10 minutes). */
+  terminatedRetentionSeconds: number;
+  /** How often idle, suspended-TTL and maximum-duration deadlines are checked. */
+  checkIntervalMs: number;
+  /** Timeout of a runtime hook whose configuration gives none, seconds. */
+  defaultHookTimeoutS: number;
+}
+
+export const DEFAULT_MICROVM_LIMITS: MicrovmLimits = {
+  maxMicrovms: 100,
+  maxMemoryMiB: 256 * 1024,
+  minIdleSeconds: 60,
+  defaultMaxDurationSeconds: 28_800, // 8 hours
+  terminatedRetentionSeconds: 3_600, // 1 hour
+  checkIntervalMs: 1_000,
+  defaultHookTimeoutS: 10,
+};
+
+/** What a token for a microVM's endpoint may reach. */
+export type AllowedPort =
+  { port: number } | { range: { startPort: number; endPort: number } } | { allPorts: Record<string, never> };
+
+export interface TokenMinter {
+  mint(o: {
+    microvmId: string;
+    allowedPorts: AllowedPort[];
+    expirationInMinutes: number;
+    generation: number;
+  }): Promise<string>;
+}
+
+export interface MicrovmServiceOptions {
+  store: Store;
+  engine: Engine;
+  images: ImageService;
+  log: Logger;
+  limits?: Partial<MicrovmLimits>;
+  /** The endpoint host of a microVM (no scheme), e.g. <id>.microvm.localhost:8443. */
+  endpointFor: (microvmId: string) => string;
+  tokens?: TokenMinter;
+  /** Called before a microVM is suspended or terminated: the gateway closes its connections. */
+  closeConnections?: (microvmId: string) => Promise<void> | void;
+  now?: () => number;
+}
+
+export interface ActivityEvent {
+  kind: 'request' | 'bytes' | 'stream-open' | 'stream-close';
+  bytes?: number;
+}
+
+/** A microVM as the API returns it: the record plus its endpoint and image ARN. */
+export interface MicrovmView extends MicrovmRecord {
+  endpoint: string;
+  imageArn: string;
+}
+
+const ACTIVE_STATES: readonly MicrovmState[] = [
+  'PENDING',
+  'RUNNING',
+  'SUSPENDING',
+  'SUSPENDED',
+  'TERMINATING',
+];
+
+/**
+ * The lifecycle of microVMs, durable in the store: PENDING -> RUNNING -> SUSPENDING -> SUSPENDED ->
+ * RUNNING ..., TERMINATING -> TERMINATED, with reasons and timestamps. Operations on one microVM
+ * are serialised; a resume is shared by everyone waiting for it. Idle suspend, the suspended TTL and
+ * the maximum duration are enforced by a periodic check. Runtime hooks (run, resume, suspend,
+ * terminate) are called as the image configures them.
+ */
+export class MicrovmService {
+  readonly limits: MicrovmLimits;
+  private readonly locks = new Map<string, Mutex>();
+  private readonly resuming = new Map<string, Promise<MicrovmRecord>>();
+  private readonly launches = new Map<string, Promise<void>>();
+  private readonly activityState = new Map<string, { last: number; streams: number }>();
+  private readonly busy = new Set<string>();
+  private readonly capacity = new Mutex();
+  private readonly versions = new Map<string, ImageVersionRecord>();
+  private timer: NodeJS.Timeout | undefined;
+  private lastRetentionSweep = 0;
+  private closed = false;
+
+  constructor(private readonly o: MicrovmServiceOptions) {
+    this.limits = { ...DEFAULT_MICROVM_LIMITS, ...o.limits };
+  }
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
+  private lock(id: string): Mutex {
+    let m = this.locks.get(id);
+    if (!m) this.locks.set(id, (m = new Mutex()));
+    return m;
+  }
+
+  view(rec: MicrovmRecord): MicrovmView {
+    return {
+      ...rec,
+      endpoint: this.o.endpointFor(rec.microvmId),
+      imageArn: this.o.images.arnOf(rec.imageName),
+    };
+  }
+
+  private async version(name: string, version: string): Promise<ImageVersionRecord> {
+    const key = `${name}@${version}`;
+    let v = this.versions.get(key);
+    if (!v) {
+      v = await this.o.images.getVersion(name, version);
+      this.versions.set(key, v);
+    }
+    return v;
+  }
+
+  /** Starts the periodic check of idle, suspended and maximum-duration deadlines. */
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(
+      () =>
+        void this.checkDeadlines().catch((e: Error) =>
+          this.o.log.error('deadline check failed', { error: e.message }),
+        ),
+      this.limits.checkIntervalMs,
+    );
+    this.timer.unref();
+  }
+
+  async get(id: string): Promise<MicrovmRecord> {
+    const rec = await this.o.store.microvms.get(id);
+    if (!rec) throw new MicrovmNotFoundError(id);
+    return rec;
+  }
+
+  list(req: MicrovmListRequest): Promise<Page<MicrovmRecord>> {
+    return this.o.store.microvms.list(req);
+  }
+
+  /**
+   * RunMicrovm: checks the image version, the policy and the limits, records the microVM PENDING and
+   * launches it in the background (clone, `run` hook, RUNNING; or TERMINATED with the reason).
+   * A repeated clientToken returns the first call's microVM.
+   */
+  async run(input: RunInput): Promise<MicrovmRecord> {
+    const name = this.o.images.nameFromIdentifier(input.imageIdentifier);
+    const version = await this.o.images.runnableVersion(name, input.imageVersion);
+    this.checkRunInput(input, version);
+    const requestHash = createHash('sha256')
+      .update(JSON.stringify({ ...input, clientToken: undefined }))
+      .digest('hex');
+    if (input.clientToken) {
+      const put = await this.o.store.idempotency.putIfAbsent({
+        scope: 'RunMicrovm',
+        clientToken: input.clientToken,
+        requestHash,
+        createdAt: new Date(this.now()).toISOString(),
+      });
+      if (!put.created) {
+        if (put.record.requestHash !== requestHash) throw new IdempotencyMismatchError(input.clientToken);
+        const prior = put.record.result as { microvmId?: string } | undefined;
+        if (prior?.microvmId) return this.get(prior.microvmId);
+        throw new MicrovmStateConflictError('(same clientToken)', 'run', 'in progress', ['done']);
+      }
+    }
+    let rec: MicrovmRecord;
+    try {
+      rec = await this.capacity.run(async () => {
+        await this.checkCapacity(version);
+        const now = new Date(this.now()).toISOString();
+        return this.o.store.microvms.create({
+          microvmId: `microvm-${randomUUID()}`,
+          imageName: name,
+          imageVersion: version.version,
+          state: 'PENDING',
+          ...(input.idlePolicy ? { idlePolicy: input.idlePolicy } : {}),
+          maximumDurationInSeconds: input.maximumDurationInSeconds ?? this.limits.defaultMaxDurationSeconds,
+          ...(input.runHookPayload !== undefined ? { runHookPayload: input.runHookPayload } : {}),
+          ingressNetworkConnectors: input.ingressNetworkConnectors ?? [],
+          egressNetworkConnectors: input.egressNetworkConnectors ?? [],
+          ...(input.clientToken ? { clientToken: input.clientToken } : {}),
+          tokenGeneration: 1,
+          startedAt: now,
+          updatedAt: now,
+        });
+      });
+    } catch (e) {
+      if (input.clientToken) await this.o.store.idempotency.delete('RunMicrovm', input.clientToken);
+      throw e;
+    }
+    if (input.clientToken)
+      await this.o.store.idempotency.setResult('RunMicrovm', input.clientToken, { microvmId: rec.microvmId });
+    const launch = this.launch(rec, version).finally(() => this.launches.delete(rec.microvmId));
+    this.launches.set(rec.microvmId, launch);
+    return rec;
+  }
+
+  private checkRunInput(input: RunInput, version: ImageVersionRecord): void {
+    const p = input.idlePolicy;
+    if (p && p.maxIdleDurationSeconds < this.limits.minIdleSeconds) {
+      throw new ValidationError(
+        'idlePolicy.maxIdleDurationSeconds',
+        `must be at least ${this.limits.minIdleSeconds} seconds, got ${p.maxIdleDurationSeconds}`,
+      );
+    }
+    if (input.runHookPayload !== undefined && version.config.hooks?.microvmHooks?.run !== 'ENABLED') {
+      throw new ValidationError(
+        'runHookPayload',
+        `image ${version.imageName} version ${version.version} does not enable the run hook, so it cannot take a payload`,
+      );
+    }
+  }
+
+  private async checkCapacity(version: ImageVersionRecord): Promise<void> {
+    const active = await this.o.store.microvms.listByStates(ACTIVE_STATES.filter((s) => s !== 'TERMINATING'));
+    if (active.length + 1 > this.limits.maxMicrovms) {
+      throw new QuotaExceededError(
+        `this Hearth runs at most ${this.limits.maxMicrovms} microVMs at once (${active.length} now)`,
+      );
+    }
+    let memory = version.config.memoryMiB;
+    for (const vm of active) memory += (await this.version(vm.imageName, vm.imageVersion)).config.memoryMiB;
+    if (memory > this.limits.maxMemoryMiB) {
+      throw new QuotaExceededError(
+        `this microVM would bring allocated memory to ${memory} MiB; the limit is ${this.limits.maxMemoryMiB} MiB`,
+      );
+    }
+  }
+
+  /** Waits for a launch started by `run` to end (tests, and the CLI's --wait). */
+  async waitForLaunch(id: string): Promise<MicrovmRecord> {
+    await this.launches.get(id);
+    return this.get(id);
+  }
+
+  private hookConfig(
+    version: ImageVersionRecord,
+    hook: Exclude<HookName, 'ready' | 'validate'>,
+  ): { port: number; timeoutS: number } | undefined {
+    const h = version.config.hooks;
+    const vmHooks = h?.microvmHooks;
+    if (!h?.port || vmHooks?.[hook] !== 'ENABLED') return undefined;
+    const timeoutS = vmHooks[`${hook}TimeoutInSeconds`] ?? this.limits.defaultHookTimeoutS;
+    return { port: h.port, timeoutS };
+  }
+
+  /** Calls a runtime hook if the image enables it; undefined when it does not. */
+  private async hook(
+    vm: MicroVm,
+    version: ImageVersionRecord,
+    hook: Exclude<HookName, 'ready' | 'validate'>,
+    body: unknown,
+  ) {
+    const cfg = this.hookConfig(version, hook);
+    if (!cfg || !vm.hostAddress) return undefined;
+    return callHook(vm.hostAddress, cfg.port, hook, body, cfg.timeoutS * 1000);
+  }
+
+  private async launch(rec: MicrovmRecord, version: ImageVersionRecord): Promise<void> {
+    const id = rec.microvmId;
+    await this.lock(id).run(async () => {
+      if ((await this.get(id)).state !== 'PENDING') return; // terminated before it started
+      try {
+        await faultPoint('core.launch.before-clone');
+        const template = await this.o.engine.template(version.id);
+        const vm = await this.o.engine.clone(template, { vmId: id });
+        await faultPoint('core.launch.after-clone');
+        const r = await this.hook(vm, version, 'run', {
+          microvmId: id,
+          runHookPayload: rec.runHookPayload ?? null,
+        });
+        if (r && r.status !== 200) {
+          throw new Error(
+            `the run hook answered ${r.status || r.error}${r.body ? `: ${r.body.slice(0, 200)}` : ''}`,
+          );
+        }
+        this.touch(id);
+        await this.o.store.microvms.update(
+          id,
+          { state: 'RUNNING', stateReason: null },
+          { expectedState: 'PENDING' },
+        );
+        this.o.log.info('microVM running', { microvm: id, image: rec.imageName, version: rec.imageVersion });
+      } catch (e) {
+        const reason =
+          (e as { code?: string }).code === 'NET_EXHAUSTED'
+            ? new InsufficientCapacityError((e as Error).message).message
+            : (e as Error).message;
+        this.o.log.warn('microVM launch failed', { microvm: id, error: reason });
+        await this.o.engine.destroy(id).catch(() => undefined);
+        await this.o.store.microvms.update(id, {
+          state: 'TERMINATED',
+          stateReason: `launch failed: ${reason.split('\n')[0]}`,
+          terminatedAt: new Date(this.now()).toISOString(),
+          tokenGeneration: rec.tokenGeneration + 1,
+        });
+      }
+    });
+  }
+
+  /** Records inbound activity (the gateway calls this for every request, byte and stream). */
+  recordActivity(id: string, e: ActivityEvent): void {
+    const a = this.activityState.get(id) ?? { last: this.now(), streams: 0 };
+    a.last = this.now();
+    if (e.kind === 'stream-open') a.streams++;
+    if (e.kind === 'stream-close') a.streams = Math.max(0, a.streams - 1);
+    this.activityState.set(id, a);
+  }
+
+  private touch(id: string): void {
+    const a = this.activityState.get(id);
+    if (a) a.last = this.now();
+    else this.activityState.set(id, { last: this.now(), streams: 0 });
+  }
+
+  /**
+   * SuspendMicrovm (also the idle policy): `suspend` hook, connections closed, then the engine's
+   * crash-consistent suspend. On failure the microVM is RUNNING again, or SUSPENDED at its previous
+   * snapshot, or TERMINATED, with the reason. Suspending a SUSPENDED microVM changes nothing.
+   */
+  async suspend(id: string, reason = 'suspended on request'): Promise<MicrovmRecord> {
+    await this.get(id);
+    return this.lock(id).run(async () => {
+      const rec = await this.get(id);
+      if (rec.state === 'SUSPENDED') return rec;
+      if (rec.state !== 'RUNNING') throw new MicrovmStateConflictError(id, 'suspend', rec.state, ['RUNNING']);
+      const vm = this.o.engine.get(id);
+      if (!vm || vm.state !== 'running') return this.lost(rec, 'its VM was not running');
+      await this.o.store.microvms.update(
+        id,
+        { state: 'SUSPENDING', stateReason: reason },
+        { expectedState: 'RUNNING' },
+      );
+      const version = await this.version(rec.imageName, rec.imageVersion);
+      const h = await this.hook(vm, version, 'suspend', { microvmId: id });
+      if (h && h.status !== 200)
+        this.o.log.warn('suspend hook failed; suspending anyway', {
+          microvm: id,
+          status: h.status || h.error,
+        });
+      await this.o.closeConnections?.(id);
+      await faultPoint('core.suspend.before-engine');
+      try {
+        await this.o.engine.suspend(vm);
+      } catch (e) {
+        const kept = (e as { vmKeptRunning?: boolean }).vmKeptRunning;
+        if (kept) {
+          return this.o.store.microvms.update(id, {
+            state: 'RUNNING',
+            stateReason: `suspend failed, still running: ${(e as Error).message}`,
+          });
+        }
+        if ((vm.state as string) === 'suspended') {
+          return this.o.store.microvms.update(id, {
+            state: 'SUSPENDED',
+            suspendedAt: new Date(this.now()).toISOString(),
+            stateReason: `suspend failed; back at the previous snapshot: ${(e as Error).message}`,
+          });
+        }
+        return this.lost(await this.get(id), `suspend failed: ${(e as Error).message}`);
+      }
+      await faultPoint('core.suspend.after-engine');
+      this.activityState.delete(id);
+      return this.o.store.microvms.update(id, {
+        state: 'SUSPENDED',
+        suspendedAt: new Date(this.now()).toISOString(),
+        stateReason: reason,
+      });
+    });
+  }
+
+  /** ResumeMicrovm: only from SUSPENDED. */
+  async resume(id: string): Promise<MicrovmRecord> {
+    const rec = await this.get(id);
+    if (rec.state !== 'SUSPENDED' && rec.state !== 'SUSPENDING')
+      throw new MicrovmStateConflictError(id, 'resume', rec.state, ['SUSPENDED']);
+    return this.ensureRunning(id);
+  }
+
+  /**
+   * Brings a microVM to RUNNING: a no-op when it runs, waits for a launch or a suspend in progress,
+   * resumes a SUSPENDED one (the engine restore, then the `resume` hook; traffic only after it).
+   * Everyone asking at once shares one resume. Rejects for TERMINATING/TERMINATED microVMs and when
+   * the resume fails (the microVM then stays SUSPENDED, or TERMINATED if its snapshot is unusable).
+   */
+  ensureRunning(id: string): Promise<MicrovmRecord> {
+    const inFlight = this.resuming.get(id);
+    if (inFlight) return inFlight;
+    const p = this.lock(id)
+      .run(async () => {
+        const rec = await this.get(id);
+        if (rec.state === 'RUNNING') return rec;
+        if (rec.state !== 'SUSPENDED')
+          throw new MicrovmStateConflictError(id, 'resume', rec.state, ['RUNNING', 'SUSPENDED']);
+        return this.doResume(rec);
+      })
+      .finally(() => this.resuming.delete(id));
+    this.resuming.set(id, p);
+    return p;
+  }
+
+  private async doResume(rec: MicrovmRecord): Promise<MicrovmRecord> {
+    const id = rec.microvmId;
+    const version = await this.version(rec.imageName, rec.imageVersion);
+    await faultPoint('core.resume.before-engine');
+    let vm: MicroVm;
+    try {
+      vm = await this.o.engine.resume(id);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'VMM_SNAPSHOT_CORRUPT' || code === 'VMM_SNAPSHOT_INCOMPATIBLE') {
+        await this.lost(rec, `its snapshot is unusable: ${(e as Error).message}`);
+      } else {
+        await this.o.store.microvms.update(id, {
+          stateReason: `resume failed: ${(e as Error).message.split('\n')[0]}`,
+        });
+      }
+      throw e;
+    }
+    await faultPoint('core.resume.after-engine');
+    const h = await this.hook(vm, version, 'resume', { microvmId: id });
+    if (h && h.status !== 200) {
+      await this.o.engine.revert(vm, 'resume hook failed');
+      const reason = `the resume hook answered ${h.status || h.error}`;
+      await this.o.store.microvms.update(id, { stateReason: `resume failed: ${reason}` });
+      throw new MicrovmStateConflictError(id, `resume (${reason})`, 'SUSPENDED', ['RUNNING']);
+    }
+    this.touch(id);
+    return this.o.store.microvms.update(id, { state: 'RUNNING', suspendedAt: null, stateReason: 'resumed' });
+  }
+
+  /**
+   * TerminateMicrovm: `terminate` hook (when running), connections closed, the VM and all its files
+   * removed; tokens minted for it stop working. Idempotent: a TERMINATED microVM stays as it is.
+   */
+  async terminate(id: string, reason = 'terminated on request'): Promise<MicrovmRecord> {
+    const first = await this.get(id);
+    if (first.state === 'TERMINATED') return first;
+    return this.lock(id).run(async () => {
+      const rec = await this.get(id);
+      if (rec.state === 'TERMINATED') return rec;
+      await this.o.store.microvms.update(id, {
+        state: 'TERMINATING',
+        stateReason: reason,
+        tokenGeneration: rec.tokenGeneration + 1,
+      });
+      const vm = this.o.engine.get(id);
+      if (vm?.state === 'running') {
+        const h = await this.hook(vm, await this.version(rec.imageName, rec.imageVersion), 'terminate', {
+          microvmId: id,
+        });
+        if (h && h.status !== 200)
+          this.o.log.warn('terminate hook failed; terminating anyway', { microvm: id });
+      }
+      await this.o.closeConnections?.(id);
+      await faultPoint('core.terminate.before-engine');
+      await this.o.engine.destroy(id);
+      this.activityState.delete(id);
+      return this.o.store.microvms.update(id, {
+        state: 'TERMINATED',
+        terminatedAt: new Date(this.now()).toISOString(),
+      });
+    });
+  }
+
+  /** Marks a microVM whose VM is gone TERMINATED, removing whatever is left of it. */
+  private async lost(rec: MicrovmRecord, reason: string): Promise<MicrovmRecord> {
+    await this.o.engine.destroy(rec.microvmId).catch(() => undefined);
+    this.activityState.delete(rec.microvmId);
+    return this.o.store.microvms.update(rec.microvmId, {
+      state: 'TERMINATED',
+      stateReason: reason,
+      terminatedAt: new Date(this.now()).toISOString(),
+      tokenGeneration: rec.tokenGeneration + 1,
+    });
+  }
+
+  /** CreateMicrovmAuthToken: a token for this microVM's endpoint, also while it is suspended. */
+  async createAuthToken(
+    id: string,
+    o: { allowedPorts: AllowedPort[]; expirationInMinutes: number },
+  ): Promise<string> {
+    const rec = await this.get(id);
+    if (rec.state === 'TERMINATING' || rec.state === 'TERMINATED')
+      throw new MicrovmStateConflictError(id, 'create a token for', rec.state, ACTIVE_STATES.slice(0, 4));
+    if (!this.o.tokens) throw new Error('no token authority configured');
+    return this.o.tokens.mint({
+      microvmId: id,
+      allowedPorts: o.allowedPorts,
+      expirationInMinutes: o.expirationInMinutes,
+      generation: rec.tokenGeneration,
+    });
+  }
+
+  /** Whether any microVM that is not TERMINATED uses this image version. */
+  async versionInUse(imageName: string, version: string): Promise<boolean> {
+    const active = await this.o.store.microvms.listByStates(ACTIVE_STATES);
+    return active.some((vm) => vm.imageName === imageName && vm.imageVersion === version);
+  }
+
+  /** One pass of the idle policy, the suspended TTL and the maximum duration. */
+  async checkDeadlines(): Promise<void> {
+    if (this.closed) return;
+    const now = this.now();
+    for (const rec of await this.o.store.microvms.listByStates(['PENDING', 'RUNNING', 'SUSPENDED'])) {
+      const id = rec.microvmId;
+      if (this.busy.has(id)) continue;
+      const act = (fn: () => Promise<unknown>, what: string) => {
+        this.busy.add(id);
+        void fn()
+          .catch((e: Error) => this.o.log.warn(`${what} failed`, { microvm: id, error: e.message }))
+          .finally(() => this.busy.delete(id));
+      };
+      if (now - Date.parse(rec.startedAt) >= rec.maximumDurationInSeconds * 1000) {
+        act(
+          () => this.terminate(id, `maximum duration of ${rec.maximumDurationInSeconds} s reached`),
+          'terminate at maximum duration',
+        );
+        continue;
+      }
+      const p = rec.idlePolicy;
+      if (!p) continue;
+      if (rec.state === 'RUNNING') {
+        const a = this.activityState.get(id);
+        if (!a) {
+          this.touch(id); // first sight (e.g. after a restart): idle time counts from now
+          continue;
+        }
+        if (a.streams > 0 && p.openStreamsCountAsActivity !== false) continue;
+        if (now - a.last >= p.maxIdleDurationSeconds * 1000) {
+          act(() => this.suspend(id, `idle for ${p.maxIdleDurationSeconds} s`), 'idle suspend');
+        }
+      } else if (rec.state === 'SUSPENDED' && rec.suspendedAt) {
+        if (now - Date.parse(rec.suspendedAt) >= p.suspendedDurationSeconds * 1000) {
+          act(
+            () => this.terminate(id, `suspended for ${p.suspendedDurationSeconds} s`),
+            'terminate after the suspended duration',
+          );
+        }
+      }
+    }
+    if (now - this.lastRetentionSweep > 60_000) {
+      this.lastRetentionSweep = now;
+      const before = new Date(
+        now - Math.max(600, this.limits.terminatedRetentionSeconds) * 1000,
+      ).toISOString();
+      await this.o.store.microvms.deleteTerminatedBefore(before);
+    }
+  }
+
+  /**
+   * After a restart (the engine opened with adoptRunning): brings every record and VM into
+   * agreement. Each microVM ends RUNNING (its VM adopted and revived), SUSPENDED (with a verified
+   * snapshot) or TERMINATED (with the reason); nothing is left half done.
+   */
+  async recover(): Promise<void> {
+    const engine = this.o.engine;
+    for (const rec of await this.o.store.microvms.listByStates(ACTIVE_STATES)) {
+      const id = rec.microvmId;
+      const vm = engine.get(id);
+      const live = vm?.state === 'running';
+      try {
+        switch (rec.state) {
+          case 'PENDING':
+            await this.lost(rec, 'the launch was interrupted by a server restart');
+            break;
+          case 'RUNNING':
+          case 'SUSPENDING':
+            if (live) {
+              await engine.revive(vm);
+              this.touch(id);
+              await this.o.store.microvms.update(id, {
+                state: 'RUNNING',
+                stateReason:
+                  rec.state === 'SUSPENDING'
+                    ? 'a suspend was interrupted by a server restart; still running'
+                    : 'running (recovered after a server restart)',
+              });
+            } else await this.toSnapshotOrLost(rec, 'its VM was lost in a server restart');
+            break;
+          case 'SUSPENDED':
+            if (live) await engine.revert(vm, 'a resume was interrupted by a server restart');
+            await this.toSnapshotOrLost(rec, 'its snapshot is missing');
+            break;
+          case 'TERMINATING':
+            await engine.destroy(id);
+            await this.o.store.microvms.update(id, {
+              state: 'TERMINATED',
+              terminatedAt: new Date(this.now()).toISOString(),
+            });
+            break;
+          default:
+            break;
+        }
+      } catch (e) {
+        this.o.log.error('recovery of a microVM failed; terminating it', {
+          microvm: id,
+          error: (e as Error).message,
+        });
+        await this.lost(rec, `recovery after a server restart failed: ${(e as Error).message}`).catch(
+          () => undefined,
+        );
+      }
+      this.o.log.info('recovered microVM', { microvm: id, was: rec.state, now: (await this.get(id)).state });
+    }
+    // Adopted VMs without a record (their record was never written) are removed.
+    for (const vm of engine.adopted()) {
+      const rec = await this.o.store.microvms.get(vm.id);
+      if (!rec || rec.state === 'TERMINATED') await engine.destroy(vm.id);
+    }
+  }
+
+  private async toSnapshotOrLost(rec: MicrovmRecord, reason: string): Promise<void> {
+    let generation = 0;
+    try {
+      generation = await this.o.engine.verifySnapshot(rec.microvmId);
+    } catch (e) {
+      await this.lost(rec, `${reason}, and its snapshot is unusable: ${(e as Error).message}`);
+      return;
+    }
+    if (generation === 0) {
+      await this.lost(rec, reason);
+      return;
+    }
+    await this.o.store.microvms.update(rec.microvmId, {
+      state: 'SUSPENDED',
+      suspendedAt: rec.suspendedAt ?? new Date(this.now()).toISOString(),
+      stateReason:
+        rec.state === 'SUSPENDED'
+          ? (rec.stateReason ?? 'suspended')
+          : `${reason}; restored to its last snapshot`,
+    });
+  }
+
+  /** Stops the deadline checks and waits for launches in progress. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await Promise.allSettled([...this.launches.values(), ...this.resuming.values()]);
+  }
+}
