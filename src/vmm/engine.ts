@@ -16,7 +16,7 @@ import { waitForTcp } from '../util/net-wait.js';
 import type { EngineContext } from './context.js';
 import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
-import { launchQemu, type RunState } from './launch.js';
+import { launchQemu, nextInstance, type RunState } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
 import { defaultCmdline, type MachineConfig } from './qemu-args.js';
 import {
@@ -201,6 +201,7 @@ export class Engine {
       if (!proc) continue;
       const vm = new MicroVm(record, L, this.ctx.log.child(id), 'running');
       vm.process = proc;
+      vm.instance = nextInstance();
       vm.network = state.network;
       vm.activeLayer = state.activeLayer;
       vm.generation = await newestGeneration(L);

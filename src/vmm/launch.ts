@@ -8,6 +8,12 @@ import { QmpClient } from './qmp-client.js';
 import { connectUnix } from './unix-socket.js';
 import { QmpError } from './errors.js';
 
+let instances = 0;
+/** A number unique in this process for each QEMU process started or adopted. */
+export function nextInstance(): number {
+  return ++instances;
+}
+
 /** run/state.json: how a restarted server finds and adopts a live VM. */
 export interface RunState {
   pid: number;
@@ -52,6 +58,7 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     stderrFile: L.qemuLog,
   });
   vm.process = proc;
+  vm.instance = nextInstance();
   try {
     const state: RunState = {
       pid: proc.pid,

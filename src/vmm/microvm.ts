@@ -41,6 +41,8 @@ export class MicroVm {
   generation = 0;
   /** Number of the disk layer the running guest writes to. */
   activeLayer = 1;
+  /** Changes every time a QEMU process starts for this VM (clone, resume, adoption). */
+  instance = 0;
   /** Set on a VM adopted from an earlier engine: QEMU's run status then (e.g. 'paused'), until revived. */
   adoptedStatus: string | undefined;
   private agentClient: GuestAgentClient | undefined;
