@@ -4,66 +4,105 @@ import { DataDir } from '../config/data-dir.js';
 import { HearthError } from '../errors.js';
 import { setupHost } from '../setup/setup.js';
 import type { AccelSetting } from '../vmm/accel.js';
+import { API_COMMANDS, CliUsageError, connectionFactory, type ApiCommand } from './api-commands.js';
 import { runDemo } from './demo.js';
+import type { OutputMode } from './format.js';
 
-const USAGE = `hearth: self-hosted microVM sandboxes
-
-Usage:
-  hearth setup [--accelerator auto|kvm|tcg]   prepare this host (packages, guest kernel, base disk); idempotent
-  hearth demo [--exit]                        boot a microVM from the Debian base disk, show it answering HTTP,
-                                              clone it from a snapshot; keeps running until Ctrl-C unless --exit
-
-Options:
-  --data-dir <dir>   where Hearth keeps everything (env HEARTH_DATA_DIR, default /var/lib/hearth)
-  -h, --help         this help
+const LOCAL_COMMANDS = `
+Host and server:
+  setup [--accelerator auto|kvm|tcg]     prepare this host (packages, guest kernel, base image); idempotent
+  serve [--config FILE] [options]        run the API, the engine and the gateway (see README, Configuration)
+  demo [--exit]                          boot a microVM from the Debian base disk and clone it (no server needed)
 `;
 
-async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      'data-dir': { type: 'string' },
-      accelerator: { type: 'string' },
-      exit: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  const [command] = positionals;
-  if (values.help || !command) {
-    process.stdout.write(USAGE);
-    return command || values.help ? 0 : 2;
-  }
-  const dataDir = values['data-dir'] ? new DataDir(values['data-dir']) : DataDir.fromEnv();
-  switch (command) {
-    case 'setup': {
-      const accel = (values.accelerator ?? 'auto') as AccelSetting;
-      if (!['auto', 'kvm', 'tcg'].includes(accel))
-        throw new UsageError(`--accelerator must be auto, kvm or tcg, not '${accel}'`);
-      const a = await setupHost(dataDir, { accelerator: accel });
-      process.stdout.write(`host ready: accelerator ${a.accel.accel} (${a.accel.reason})\n`);
-      return 0;
-    }
-    case 'demo':
-      process.env.HEARTH_LOG_LEVEL ??= 'warn';
-      return runDemo(dataDir, { exitWhenDone: values.exit ?? false });
-    default:
-      throw new UsageError(`unknown command '${command}'`);
-  }
+function usage(): string {
+  const lines = API_COMMANDS.map((c) => `  ${[c.name, ...(c.aliases ?? [])].join(', ').padEnd(44)} ${c.summary}`);
+  return `hearth: self-hosted microVM sandboxes
+
+Usage: hearth <command> [options]      (hearth <command> --help for its options)
+${LOCAL_COMMANDS}
+API commands (AWS CLI names, short aliases), through the API of a running \`hearth serve\`:
+${lines.join('\n')}
+
+Global options:
+  --output table|json      default table
+  --endpoint URL           API endpoint (default: from HEARTH_ENDPOINT or the credentials file)
+  --data-dir DIR           data directory (env HEARTH_DATA_DIR, default /var/lib/hearth)
+  -h, --help
+`;
 }
 
-class UsageError extends HearthError {
-  readonly code = 'CLI_USAGE';
-  constructor(message: string) {
-    super(message, { hint: 'run `hearth --help`' });
+function findCommand(name: string): ApiCommand | undefined {
+  return API_COMMANDS.find((c) => c.name === name || c.aliases?.includes(name));
+}
+
+const GLOBAL = {
+  output: { type: 'string' as const },
+  endpoint: { type: 'string' as const },
+  region: { type: 'string' as const },
+  'data-dir': { type: 'string' as const },
+  help: { type: 'boolean' as const, short: 'h' },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(usage());
+    return command ? 0 : 2;
   }
+  if (command === 'setup' || command === 'demo' || command === 'serve') return local(command, rest);
+  const spec = findCommand(command);
+  if (!spec) throw new CliUsageError(`unknown command '${command}'; see hearth --help`);
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...GLOBAL, ...spec.options } });
+  if (values.help) {
+    process.stdout.write(`${spec.usage}\n\n${spec.summary}\n`);
+    return 0;
+  }
+  const output = (values.output ?? 'table') as OutputMode;
+  if (output !== 'table' && output !== 'json') throw new CliUsageError(`--output must be table or json, not '${output}'`);
+  if (values['data-dir']) process.env.HEARTH_DATA_DIR = values['data-dir'];
+  return spec.run({
+    opts: values as Record<string, string | boolean | string[] | undefined>,
+    args: positionals,
+    output,
+    ...connectionFactory({ ...(values.endpoint ? { endpoint: values.endpoint } : {}), ...(values.region ? { region: values.region } : {}) }),
+  });
+}
+
+async function local(command: string, rest: string[]): Promise<number> {
+  if (command === 'serve') {
+    const { serveMain } = await import('../server/serve.js');
+    return serveMain(rest);
+  }
+  const { values } = parseArgs({ args: rest, options: { ...GLOBAL, accelerator: { type: 'string' }, exit: { type: 'boolean' } } });
+  const dataDir = values['data-dir'] ? new DataDir(values['data-dir']) : DataDir.fromEnv();
+  if (command === 'setup') {
+    const accel = (values.accelerator ?? 'auto') as AccelSetting;
+    if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new CliUsageError(`--accelerator must be auto, kvm or tcg, not '${accel}'`);
+    const a = await setupHost(dataDir, { accelerator: accel });
+    process.stdout.write(`host ready: accelerator ${a.accel.accel} (${a.accel.reason})\n`);
+    return 0;
+  }
+  process.env.HEARTH_LOG_LEVEL ??= 'warn';
+  return runDemo(dataDir, { exitWhenDone: values.exit ?? false });
+}
+
+/** Prints an error the way a user can act on: the API's exception name, message and hint. */
+function report(e: unknown): void {
+  const err = e as Error & { code?: string; hint?: string; $metadata?: { httpStatusCode?: number } };
+  if (e instanceof HearthError) process.stderr.write(`error [${e.code}]: ${e.describe()}\n`);
+  else if (e instanceof CliUsageError) process.stderr.write(`usage: ${err.message}\n`);
+  else if (err.$metadata || err.name?.endsWith('Exception')) {
+    process.stderr.write(`error [${err.name}]: ${err.message}${err.hint ? `\n  hint: ${err.hint}` : ''}\n`);
+  } else if ((err as { code?: string }).code === 'ECONNREFUSED') {
+    process.stderr.write(`error: cannot reach the Hearth API (${err.message})\n  hint: start it with \`hearth serve\`, or set HEARTH_ENDPOINT\n`);
+  } else process.stderr.write(`error: ${err.stack ?? String(e)}\n`);
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    if (e instanceof HearthError) process.stderr.write(`error [${e.code}]: ${e.describe()}\n`);
-    else process.stderr.write(`error: ${(e as Error).stack ?? String(e)}\n`);
-    process.exit(1);
+    report(e);
+    process.exit(e instanceof CliUsageError ? 2 : 1);
   },
 );

@@ -1,0 +1,109 @@
+/**
+ * The checks every request passes before it is forwarded, whatever its protocol, in this order:
+ * token (signature, time, VM, port) → microVM exists → not terminated/terminating → token generation
+ * → rate limit → RUNNING (holding the request while the backend resumes or starts the VM, bounded).
+ * Authentication comes first so that nothing about a microVM is revealed to a caller without a valid
+ * token for it; a caller with one learns it is terminated (410/409) rather than that the token is stale.
+ */
+import { HearthError } from '../errors.js';
+import type { GatewayBackend, VmRoute } from './backend.js';
+import {
+  GatewayError,
+  MicrovmNotFoundError,
+  MicrovmNotReadyError,
+  MicrovmSuspendedError,
+  MicrovmTerminatedError,
+  MicrovmTerminatingError,
+  RateLimitedError,
+  ResumeFailedError,
+  ResumeTimeoutError,
+} from './errors.js';
+import type { GatewayMetrics } from './metrics.js';
+import type { RateLimiter } from './rate-limit.js';
+import type { Target } from './routing.js';
+import { generationError, type TokenAuthority } from './tokens.js';
+
+/** The client went away while its request was held: nothing to answer. */
+export class ClientGoneError extends Error {
+  constructor() {
+    super('client gone');
+  }
+}
+
+/** A request that may be forwarded: the RUNNING route, and when its token expires (cookie lifetime). */
+export interface Admitted {
+  route: VmRoute;
+  tokenExpiresAtS: number;
+}
+
+export interface AdmissionOptions {
+  backend: GatewayBackend;
+  tokens: TokenAuthority;
+  metrics: GatewayMetrics;
+  rateLimiter: RateLimiter | undefined;
+  /** How long a request is held while a VM resumes or starts. */
+  resumeTimeoutMs: number;
+}
+
+export class Admission {
+  constructor(private readonly o: AdmissionOptions) {}
+
+  /**
+   * Checks `t` and resolves with the RUNNING route to forward to (route.address is set). Throws the GatewayError to answer,
+   * or ClientGoneError when the client went away while the request was held (`signal()` aborted;
+   * it is only asked for when the request must be held). Effects: one 'request'
+   * activity event once authenticated; may make the backend resume the VM.
+   */
+  async admit(t: Target, signal: () => AbortSignal): Promise<Admitted> {
+    const id = t.microvmId;
+    const v = await this.o.tokens.verify(t.token, { microvmId: id, port: t.port });
+    if (!v.ok) throw v.error;
+    const route = await this.o.backend.route(id);
+    if (!route) throw new MicrovmNotFoundError(id);
+    if (route.state === 'TERMINATED') throw new MicrovmTerminatedError(id);
+    if (route.state === 'TERMINATING') throw new MicrovmTerminatingError(id);
+    const stale = generationError(v.claims, route.tokenGeneration);
+    if (stale) throw stale;
+    const rl = this.o.rateLimiter;
+    if (rl && !rl.take(id)) throw new RateLimitedError(id, rl.limit.requestsPerSecond);
+    this.o.metrics.activityRequest(id);
+    const tokenExpiresAtS = v.claims.expiresAtS;
+    if (route.state === 'RUNNING' && route.address) return { route, tokenExpiresAtS };
+    if (route.state === 'SUSPENDED' && !route.autoResume) throw new MicrovmSuspendedError(id);
+    return { route: await this.waitRunning(route, signal()), tokenExpiresAtS };
+  }
+
+  private async waitRunning(route: VmRoute, clientSignal: AbortSignal): Promise<VmRoute> {
+    const id = route.microvmId;
+    if (clientSignal.aborted) throw new ClientGoneError();
+    const ac = new AbortController();
+    let timedOut = false;
+    const onClientAbort = () => ac.abort();
+    clientSignal.addEventListener('abort', onClientAbort, { once: true });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, this.o.resumeTimeoutMs);
+    const aborted = new Promise<never>((_, reject) =>
+      ac.signal.addEventListener('abort', () => reject(new Error('aborted')), { once: true }),
+    );
+    aborted.catch(() => undefined);
+    try {
+      const r = await Promise.race([this.o.backend.ensureRunning(id, ac.signal), aborted]);
+      if (r.state !== 'RUNNING' || !r.address)
+        throw new Error(`ensureRunning resolved with state ${r.state}`);
+      return r;
+    } catch (err) {
+      if (timedOut)
+        throw route.state === 'PENDING'
+          ? new MicrovmNotReadyError(id, this.o.resumeTimeoutMs)
+          : new ResumeTimeoutError(id, this.o.resumeTimeoutMs);
+      if (clientSignal.aborted) throw new ClientGoneError();
+      if (err instanceof GatewayError) throw err;
+      throw new ResumeFailedError(id, err instanceof HearthError ? err : new Error(String(err)));
+    } finally {
+      clearTimeout(timer);
+      clientSignal.removeEventListener('abort', onClientAbort);
+    }
+  }
+}

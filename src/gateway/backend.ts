@@ -1,0 +1,50 @@
+/**
+ * What the gateway needs from the rest of Hearth, and nothing more: where a microVM is, bringing it
+ * to RUNNING, and an activity feed for the idle policy. The control plane implements it; tests use
+ * FakeBackend (testing.ts).
+ */
+import type { MicrovmState } from '../core/model.js';
+
+/** Where and how to reach one microVM, as the backend knows it right now. */
+export interface VmRoute {
+  microvmId: string;
+  state: MicrovmState;
+  /** Host address (IPv4/IPv6 literal or name) where the VM's TCP ports are reachable, while RUNNING. */
+  address?: string;
+  /** Whether a request for a SUSPENDED microVM resumes it (idlePolicy.autoResumeEnabled). */
+  autoResume: boolean;
+  /** Tokens minted with a lower generation are void (bumped on terminate). */
+  tokenGeneration: number;
+  /**
+   * Increases at every start/resume: pooled upstream connections of an older instance are never
+   * reused. A counter or a start timestamp will do.
+   */
+  instance: number;
+  /** Whether an open WebSocket/HTTP2 stream/long request counts as activity (default true). */
+  streamsCountAsActivity: boolean;
+}
+
+/** One entry of the activity feed. `bytes` is set for kind 'bytes' (both directions added up). */
+export interface GatewayActivity {
+  kind: 'request' | 'bytes' | 'stream-open' | 'stream-close';
+  bytes?: number;
+}
+
+export interface GatewayBackend {
+  /** The microVM's route, or undefined if there is no such microVM. Called for every request: keep it cheap. */
+  route(microvmId: string): Promise<VmRoute | undefined>;
+  /**
+   * Brings the VM to RUNNING (auto-resume of a SUSPENDED/SUSPENDING VM, or waiting out PENDING) and
+   * resolves with its route, which must have `address`. Concurrent calls for one VM must share one
+   * resume (single flight). Rejects when it cannot (resume failed, terminated...). `signal` aborts
+   * this caller's wait only (the gateway gave up: timeout or client gone); it need not cancel a
+   * resume shared with others.
+   */
+  ensureRunning(microvmId: string, signal: AbortSignal): Promise<VmRoute>;
+  /**
+   * Activity feed for the idle policy: every inbound request ('request'), bytes in both directions
+   * ('bytes', batched: at most one event per VM per flush interval), WebSocket/HTTP2/long-request
+   * open and close ('stream-open'/'stream-close', always paired). Must not throw or block.
+   */
+  activity(microvmId: string, e: GatewayActivity): void;
+}

@@ -1,0 +1,64 @@
+/**
+ * Which open client connections carry traffic of which microVM, so that `closeConnections(id)` can
+ * close exactly those before the microVM is suspended. Each protocol module registers its own kind
+ * of connection (HTTP/1.1 socket, HTTP/2 session, WebSocket tunnel) as a `VmConnection`.
+ */
+export interface VmConnection {
+  /**
+   * Closes this connection's traffic of microVM `id` cleanly (protocol-specific: Connection: close,
+   * GOAWAY, close frame 1012). Resolves when that traffic is gone.
+   */
+  closeFor(id: string): Promise<void>;
+  /** Closes it at once, no questions asked (the grace period ran out). */
+  destroy(): void;
+}
+
+export class ConnectionRegistry {
+  private readonly byVm = new Map<string, Set<VmConnection>>();
+
+  add(id: string, c: VmConnection): void {
+    let s = this.byVm.get(id);
+    if (!s) {
+      s = new Set();
+      this.byVm.set(id, s);
+    }
+    s.add(c);
+  }
+
+  remove(id: string, c: VmConnection): void {
+    const s = this.byVm.get(id);
+    if (!s) return;
+    s.delete(c);
+    if (s.size === 0) this.byVm.delete(id);
+  }
+
+  count(id: string): number {
+    return this.byVm.get(id)?.size ?? 0;
+  }
+
+  /**
+   * Closes every connection of `id` cleanly; those not closed within `graceMs` are destroyed.
+   * Resolves when all are closed or destroyed.
+   */
+  async closeAll(id: string, graceMs: number): Promise<void> {
+    const conns = [...(this.byVm.get(id) ?? [])];
+    if (conns.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs);
+    });
+    await Promise.all(
+      conns.map(async (c) => {
+        const r = await Promise.race([
+          c.closeFor(id).then(
+            () => 'ok' as const,
+            () => 'ok' as const,
+          ),
+          grace,
+        ]);
+        if (r === 'timeout') c.destroy();
+      }),
+    );
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * Hearth's TypeScript SDK: the official AWS client for Lambda MicroVMs (re-exported unchanged; point
+ * it at Hearth's API) plus what it does not cover: connection settings, waiters, endpoint tokens and
+ * URLs, and streaming of build logs and consoles.
+ *
+ *   import { hearthClient, RunMicrovmCommand, waitForMicrovm } from 'hearth/sdk';
+ *   const client = hearthClient(await loadConnection());
+ *   const vm = await client.send(new RunMicrovmCommand({ imageIdentifier: 'my-image' }));
+ *   await waitForMicrovm(client, vm.microvmId!, ['RUNNING']);
+ */
+import { createHash, createHmac } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import {
+  CreateMicrovmAuthTokenCommand,
+  GetMicrovmCommand,
+  GetMicrovmImageVersionCommand,
+  LambdaMicrovmsClient,
+  type GetMicrovmCommandOutput,
+  type GetMicrovmImageVersionCommandOutput,
+} from '@aws-sdk/client-lambda-microvms';
+import { SignatureV4 } from '@smithy/signature-v4';
+
+export * from '@aws-sdk/client-lambda-microvms';
+
+/** Where Hearth's API is and how to sign requests to it. */
+export interface HearthConnection {
+  /** e.g. http://127.0.0.1:8200 */
+  endpoint: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+/** The header that carries an endpoint token, and the one that picks the port. */
+export const TOKEN_HEADER = 'X-Hearth-Proxy-Auth';
+export const PORT_HEADER = 'X-Hearth-Proxy-Port';
+
+/** No connection settings were found. */
+export class NoConnectionError extends Error {
+  readonly code = 'SDK_NO_CONNECTION';
+}
+
+/**
+ * Connection settings, from (first found): HEARTH_ENDPOINT + HEARTH_ACCESS_KEY_ID +
+ * HEARTH_SECRET_ACCESS_KEY (+ HEARTH_REGION); the file HEARTH_CREDENTIALS_FILE; ~/.hearth/credentials.json;
+ * <HEARTH_DATA_DIR or /var/lib/hearth>/api-credentials.json (written by `hearth serve`, readable by root).
+ */
+export async function loadConnection(env: NodeJS.ProcessEnv = process.env): Promise<HearthConnection> {
+  if (env.HEARTH_ENDPOINT && env.HEARTH_ACCESS_KEY_ID && env.HEARTH_SECRET_ACCESS_KEY) {
+    return {
+      endpoint: env.HEARTH_ENDPOINT,
+      region: env.HEARTH_REGION ?? 'local',
+      accessKeyId: env.HEARTH_ACCESS_KEY_ID,
+      secretAccessKey: env.HEARTH_SECRET_ACCESS_KEY,
+    };
+  }
+  const candidates = [
+    env.HEARTH_CREDENTIALS_FILE,
+    join(homedir(), '.hearth', 'credentials.json'),
+    join(env.HEARTH_DATA_DIR || '/var/lib/hearth', 'api-credentials.json'),
+  ].filter((f): f is string => Boolean(f));
+  for (const f of candidates) {
+    if (!existsSync(f)) continue;
+    const c = JSON.parse(await readFile(f, 'utf8')) as Partial<HearthConnection>;
+    if (c.endpoint && c.accessKeyId && c.secretAccessKey) {
+      return { region: 'local', ...c, ...(env.HEARTH_ENDPOINT ? { endpoint: env.HEARTH_ENDPOINT } : {}) } as HearthConnection;
+    }
+  }
+  throw new NoConnectionError(
+    `no Hearth API settings: set HEARTH_ENDPOINT, HEARTH_ACCESS_KEY_ID and HEARTH_SECRET_ACCESS_KEY, or run where \`hearth serve\` wrote ${candidates[candidates.length - 1]}`,
+  );
+}
+
+/** The official client, configured for Hearth. */
+export function hearthClient(c: HearthConnection): LambdaMicrovmsClient {
+  return new LambdaMicrovmsClient({
+    endpoint: c.endpoint,
+    region: c.region,
+    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
+    maxAttempts: 2,
+  });
+}
+
+/** Polls GetMicrovm until the microVM is in one of `states`; rejects on timeout or TERMINATED. */
+export async function waitForMicrovm(
+  client: LambdaMicrovmsClient,
+  microvmId: string,
+  states: readonly string[],
+  opts: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<GetMicrovmCommandOutput> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
+  for (;;) {
+    const vm = await client.send(new GetMicrovmCommand({ microvmIdentifier: microvmId }));
+    if (vm.state && states.includes(vm.state)) return vm;
+    if (vm.state === 'TERMINATED') throw new Error(`microVM ${microvmId} is TERMINATED: ${vm.stateReason ?? ''}`);
+    if (Date.now() > deadline) throw new Error(`microVM ${microvmId} is ${vm.state}, not ${states.join('/')}, after the wait`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 200));
+  }
+}
+
+/** Polls an image version until its build ends (SUCCESSFUL or FAILED). */
+export async function waitForImageVersion(
+  client: LambdaMicrovmsClient,
+  imageIdentifier: string,
+  imageVersion: string,
+  opts: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<GetMicrovmImageVersionCommandOutput> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30 * 60_000);
+  for (;;) {
+    const v = await client.send(new GetMicrovmImageVersionCommand({ imageIdentifier, imageVersion }));
+    if (v.state === 'SUCCESSFUL' || v.state === 'FAILED') return v;
+    if (Date.now() > deadline) throw new Error(`version ${imageVersion} of ${imageIdentifier} is still ${v.state}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 500));
+  }
+}
+
+/** A token for a microVM's endpoint (CreateMicrovmAuthToken), as the string to send in TOKEN_HEADER. */
+export async function createEndpointToken(
+  client: LambdaMicrovmsClient,
+  microvmId: string,
+  opts: { ports?: number[] | 'all'; expirationInMinutes?: number } = {},
+): Promise<string> {
+  const ports = opts.ports ?? [8080];
+  const out = await client.send(
+    new CreateMicrovmAuthTokenCommand({
+      microvmIdentifier: microvmId,
+      expirationInMinutes: opts.expirationInMinutes ?? 60,
+      allowedPorts: ports === 'all' ? [{ allPorts: {} }] : ports.map((port) => ({ port })),
+    }),
+  );
+  const token = out.authToken && Object.values(out.authToken)[0];
+  if (!token) throw new Error('the API returned no token');
+  return token;
+}
+
+/** https://<endpoint> of a microVM (GetMicrovm's `endpoint` has no scheme). */
+export function endpointUrl(microvm: { endpoint?: string }, path = '/'): string {
+  if (!microvm.endpoint) throw new Error('the microVM has no endpoint');
+  return `https://${microvm.endpoint}${path}`;
+}
+
+type SourceData = string | ArrayBuffer | ArrayBufferView;
+
+function bytes(d: SourceData): Uint8Array | string {
+  if (typeof d === 'string') return d;
+  if (d instanceof ArrayBuffer) return new Uint8Array(d);
+  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+}
+
+class NodeSha256 {
+  private readonly h;
+  constructor(secret?: SourceData) {
+    this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
+  }
+  update(data: SourceData): void {
+    this.h.update(bytes(data));
+  }
+  digest(): Promise<Uint8Array> {
+    return Promise.resolve(new Uint8Array(this.h.digest()));
+  }
+}
+
+/**
+ * Streams the text of a Hearth extension route (build logs, consoles), signed with SigV4 like the
+ * API. Yields lines as they arrive; with follow, until the server ends the stream.
+ */
+export async function* streamLines(c: HearthConnection, path: string, query: Record<string, string> = {}): AsyncGenerator<string> {
+  const url = new URL(path, c.endpoint);
+  for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
+    region: c.region,
+    service: 'lambda',
+    sha256: NodeSha256,
+  });
+  const signed = await signer.sign({
+    method: 'GET',
+    protocol: url.protocol,
+    hostname: url.hostname,
+    ...(url.port ? { port: Number(url.port) } : {}),
+    path: url.pathname,
+    query: Object.fromEntries(url.searchParams),
+    headers: { host: url.host },
+  });
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    const req = request(url, { method: 'GET', headers: signed.headers as Record<string, string> }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+  if (res.statusCode !== 200) {
+    let body = '';
+    for await (const chunk of res) body += String(chunk);
+    let message = body;
+    try {
+      message = (JSON.parse(body) as { message?: string }).message ?? body;
+    } catch {
+      /* not JSON */
+    }
+    throw new Error(`${path}: ${res.statusCode}: ${message}`);
+  }
+  res.setEncoding('utf8');
+  let partial = '';
+  for await (const chunk of res) {
+    partial += chunk as string;
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) yield l;
+  }
+  if (partial) yield partial;
+}
+
+/** The build log of an image version (Hearth extension), following it live with `follow`. */
+export function buildLogs(c: HearthConnection, imageName: string, imageVersion: string, opts: { follow?: boolean } = {}): AsyncGenerator<string> {
+  return streamLines(c, `/hearth/v1/microvm-images/${encodeURIComponent(imageName)}/versions/${encodeURIComponent(imageVersion)}/logs`, opts.follow ? { follow: 'true' } : {});
+}
+
+/** A microVM's console (its workload's stdout/stderr and the guest's messages), Hearth extension. */
+export function microvmConsole(c: HearthConnection, microvmId: string, opts: { follow?: boolean } = {}): AsyncGenerator<string> {
+  return streamLines(c, `/hearth/v1/microvms/${encodeURIComponent(microvmId)}/console`, opts.follow ? { follow: 'true' } : {});
+}
+
+/**
+ * One signed JSON request to Hearth's API, for what the official client cannot send: Hearth's
+ * extension fields (e.g. diskSizeInMiB, buildArgs on CreateMicrovmImage). Returns the parsed body;
+ * throws an Error carrying the API's error name and message.
+ */
+export async function hearthRequest<T = Record<string, unknown>>(c: HearthConnection, method: string, path: string, body?: unknown): Promise<T> {
+  const url = new URL(path, c.endpoint);
+  const payload = body === undefined ? '' : JSON.stringify(body);
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
+    region: c.region,
+    service: 'lambda',
+    sha256: NodeSha256,
+  });
+  const headers: Record<string, string> = { host: url.host };
+  if (payload) headers['content-type'] = 'application/json';
+  const signed = await signer.sign({
+    method,
+    protocol: url.protocol,
+    hostname: url.hostname,
+    ...(url.port ? { port: Number(url.port) } : {}),
+    path: url.pathname,
+    query: Object.fromEntries(url.searchParams),
+    headers,
+    body: payload,
+  });
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    const req = request(url, { method, headers: signed.headers as Record<string, string> }, resolve);
+    req.on('error', reject);
+    req.end(payload);
+  });
+  let text = '';
+  for await (const chunk of res) text += String(chunk);
+  const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  if ((res.statusCode ?? 500) >= 300) {
+    const err = new Error(String(parsed.message ?? `HTTP ${res.statusCode}`)) as Error & { name: string; hint?: string };
+    err.name = String(res.headers['x-amzn-errortype'] ?? 'Error').split(':')[0]!;
+    if (typeof parsed.hint === 'string') err.hint = parsed.hint;
+    throw err;
+  }
+  return parsed as T;
+}
