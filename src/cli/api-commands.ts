@@ -70,7 +70,9 @@ function json<T>(ctx: CommandContext, name: string): T | undefined {
   try {
     return JSON.parse(v) as T;
   } catch (e) {
-    throw new CliUsageError(`--${name} must be JSON (${(e as Error).message}), e.g. --${name} '{"key": "value"}'`);
+    throw new CliUsageError(
+      `--${name} must be JSON (${(e as Error).message}), e.g. --${name} '{"key": "value"}'`,
+    );
   }
 }
 
@@ -107,9 +109,16 @@ function keyValues(list: string[] | undefined, what: string): Record<string, str
 }
 
 const MICROVM_COLUMNS = ['microvmId', 'state', 'imageVersion', 'startedAt'];
-const LIST_OPTS = { 'max-results': { type: 'string' as const }, 'next-token': { type: 'string' as const }, all: { type: 'boolean' as const } };
+const LIST_OPTS = {
+  'max-results': { type: 'string' as const },
+  'next-token': { type: 'string' as const },
+  all: { type: 'boolean' as const },
+};
 
-async function listAll<T>(ctx: CommandContext, fetch: (nextToken?: string) => Promise<{ items: T[]; nextToken?: string }>): Promise<{ items: T[]; nextToken?: string }> {
+async function listAll<T>(
+  ctx: CommandContext,
+  fetch: (nextToken?: string) => Promise<{ items: T[]; nextToken?: string }>,
+): Promise<{ items: T[]; nextToken?: string }> {
   const first = await fetch(str(ctx, 'next-token'));
   if (!ctx.opts.all) return first;
   const items = [...first.items];
@@ -147,7 +156,10 @@ const DEFAULT_BASE_IMAGE = 'arn:hearth:lambda:local:hearth:microvm-image:bookwor
 /** The CreateMicrovmImage body, with Hearth's extension fields when asked for. */
 function imageBody(ctx: CommandContext): Record<string, unknown> {
   let uri = str(ctx, 'code-artifact')?.replace(/^uri=/, '') ?? ctx.args[0];
-  if (!uri) throw new CliUsageError('what to build? give a directory or .zip with a Dockerfile (hearth build ./app --name app)');
+  if (!uri)
+    throw new CliUsageError(
+      'what to build? give a directory or .zip with a Dockerfile (hearth build ./app --name app)',
+    );
   if (!/^[a-z0-9+.-]+:\/\//i.test(uri) && existsSync(uri)) uri = resolve(uri);
   const name = str(ctx, 'name') ?? str(ctx, 'image-identifier');
   if (!name) throw new CliUsageError('--name is required (letters, digits, - and _)');
@@ -158,7 +170,8 @@ function imageBody(ctx: CommandContext): Record<string, unknown> {
     baseImageArn: str(ctx, 'base-image-arn') ?? DEFAULT_BASE_IMAGE,
     buildRoleArn: str(ctx, 'build-role-arn') ?? 'arn:hearth:iam::000000000000:role/hearth-builder',
   };
-  const resources = json<unknown[]>(ctx, 'resources') ?? (memory ? [{ minimumMemoryInMiB: memory }] : undefined);
+  const resources =
+    json<unknown[]>(ctx, 'resources') ?? (memory ? [{ minimumMemoryInMiB: memory }] : undefined);
   if (resources) body.resources = resources;
   for (const [opt, field] of [
     ['base-image-version', 'baseImageVersion'],
@@ -186,15 +199,25 @@ function imageBody(ctx: CommandContext): Record<string, unknown> {
 }
 
 /** Prints the build's log live (with `[hearth]` progress lines), then the outcome. */
-async function followBuild(ctx: CommandContext, name: string, version: string, follow: boolean): Promise<number> {
+async function followBuild(
+  ctx: CommandContext,
+  name: string,
+  version: string,
+  follow: boolean,
+): Promise<number> {
   const c = await ctx.connection();
   if (follow && ctx.output === 'table') {
-    for await (const line of buildLogs(c, name, version, { follow: true })) process.stderr.write(line.replace(/^\S+ /, '') + '\n');
+    for await (const line of buildLogs(c, name, version, { follow: true }))
+      process.stderr.write(line.replace(/^\S+ /, '') + '\n');
   }
   const v = await waitForImageVersion(await ctx.client(), name, version);
-  const builds = await (await ctx.client()).send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: version }));
+  const builds = await (
+    await ctx.client()
+  ).send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: version }));
   const build = builds.items?.[builds.items.length - 1];
-  print(ctx.output, { ...clean(v), build }, () => record({ name, version, state: v.state, status: v.status, reason: v.stateReason, build: build?.buildId }));
+  print(ctx.output, { ...clean(v), build }, () =>
+    record({ name, version, state: v.state, status: v.status, reason: v.stateReason, build: build?.buildId }),
+  );
   return v.state === 'SUCCESSFUL' ? 0 : 1;
 }
 
@@ -203,14 +226,20 @@ async function createOrUpdateImage(ctx: CommandContext, update: boolean): Promis
   const c = await ctx.connection();
   const name = body.name as string;
   const out = update
-    ? await hearthRequest<Record<string, unknown>>(c, 'PUT', `/2025-09-09/microvm-images/${encodeURIComponent(name)}`, { ...body, name: undefined })
+    ? await hearthRequest<Record<string, unknown>>(
+        c,
+        'PUT',
+        `/2025-09-09/microvm-images/${encodeURIComponent(name)}`,
+        { ...body, name: undefined },
+      )
     : await hearthRequest<Record<string, unknown>>(c, 'POST', '/2025-09-09/microvm-images', body);
   const version = String(out.imageVersion);
   if (ctx.opts['no-wait']) {
     print(ctx.output, out, () => record({ name, version, state: out.state }));
     return 0;
   }
-  if (ctx.output === 'table') process.stderr.write(`building ${name} version ${version} (Ctrl-C stops following, not the build)\n`);
+  if (ctx.output === 'table')
+    process.stderr.write(`building ${name} version ${version} (Ctrl-C stops following, not the build)\n`);
   return followBuild(ctx, name, version, ctx.opts.follow !== false);
 }
 
@@ -219,7 +248,8 @@ export const API_COMMANDS: ApiCommand[] = [
     name: 'run-microvm',
     aliases: ['run'],
     summary: 'launch a microVM from an image',
-    usage: 'hearth run <image> [--image-version V] [--idle-policy JSON] [--maximum-duration-in-seconds N] [--run-hook-payload S] [--wait]',
+    usage:
+      'hearth run <image> [--image-version V] [--idle-policy JSON] [--maximum-duration-in-seconds N] [--run-hook-payload S] [--wait]',
     options: {
       'image-identifier': { type: 'string' },
       'image-version': { type: 'string' },
@@ -257,7 +287,9 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth get <microvm-id>',
     options: { 'microvm-identifier': { type: 'string' } },
     async run(ctx) {
-      const vm = clean(await (await ctx.client()).send(new GetMicrovmCommand({ microvmIdentifier: microvmId(ctx) })));
+      const vm = clean(
+        await (await ctx.client()).send(new GetMicrovmCommand({ microvmIdentifier: microvmId(ctx) })),
+      );
       print(ctx.output, vm, () => record(vm));
       return 0;
     },
@@ -272,33 +304,42 @@ export const API_COMMANDS: ApiCommand[] = [
       const client = await ctx.client();
       const page = await listAll(ctx, async (nextToken) => {
         const r = await client.send(
-          new ListMicrovmsCommand({ imageIdentifier: str(ctx, 'image-identifier'), imageVersion: str(ctx, 'image-version'), maxResults: int(ctx, 'max-results'), nextToken }),
+          new ListMicrovmsCommand({
+            imageIdentifier: str(ctx, 'image-identifier'),
+            imageVersion: str(ctx, 'image-version'),
+            maxResults: int(ctx, 'max-results'),
+            nextToken,
+          }),
         );
         return { items: r.items ?? [], ...(r.nextToken ? { nextToken: r.nextToken } : {}) };
       });
-      print(ctx.output, page, () => table(page.items as unknown as Record<string, unknown>[], MICROVM_COLUMNS) + (page.nextToken ? `(more: --next-token ${page.nextToken})\n` : ''));
+      print(
+        ctx.output,
+        page,
+        () =>
+          table(page.items as unknown as Record<string, unknown>[], MICROVM_COLUMNS) +
+          (page.nextToken ? `(more: --next-token ${page.nextToken})\n` : ''),
+      );
       return 0;
     },
   },
-  ...(['suspend', 'resume', 'terminate'] as const).map(
-    (verb): ApiCommand => ({
-      name: `${verb}-microvm`,
-      aliases: verb === 'terminate' ? [verb, 'rm'] : [verb],
-      summary: `${verb} a microVM`,
-      usage: `hearth ${verb} <microvm-id>`,
-      options: { 'microvm-identifier': { type: 'string' } },
-      async run(ctx) {
-        const client = await ctx.client();
-        const id = microvmId(ctx);
-        if (verb === 'suspend') await client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
-        if (verb === 'resume') await client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
-        if (verb === 'terminate') await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
-        const vm = clean(await client.send(new GetMicrovmCommand({ microvmIdentifier: id })));
-        print(ctx.output, vm, () => `${id}  ${vm.state}\n`);
-        return 0;
-      },
-    }),
-  ),
+  ...(['suspend', 'resume', 'terminate'] as const).map((verb): ApiCommand => ({
+    name: `${verb}-microvm`,
+    aliases: verb === 'terminate' ? [verb, 'rm'] : [verb],
+    summary: `${verb} a microVM`,
+    usage: `hearth ${verb} <microvm-id>`,
+    options: { 'microvm-identifier': { type: 'string' } },
+    async run(ctx) {
+      const client = await ctx.client();
+      const id = microvmId(ctx);
+      if (verb === 'suspend') await client.send(new SuspendMicrovmCommand({ microvmIdentifier: id }));
+      if (verb === 'resume') await client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }));
+      if (verb === 'terminate') await client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
+      const vm = clean(await client.send(new GetMicrovmCommand({ microvmIdentifier: id })));
+      print(ctx.output, vm, () => `${id}  ${vm.state}\n`);
+      return 0;
+    },
+  })),
   {
     name: 'create-microvm-auth-token',
     aliases: ['token'],
@@ -314,10 +355,20 @@ export const API_COMMANDS: ApiCommand[] = [
       const client = await ctx.client();
       const id = microvmId(ctx);
       const allowed = json<{ port?: number; allPorts?: unknown }[]>(ctx, 'allowed-ports');
-      const ports = allowed?.some((p) => p.allPorts) ? 'all' : (allowed?.map((p) => p.port!).filter(Boolean) ?? (ctx.opts.port as string[] | undefined)?.map(Number));
-      const token = await createEndpointToken(client, id, { ...(ports ? { ports } : {}), expirationInMinutes: int(ctx, 'expiration-in-minutes') ?? 60 });
+      const ports = allowed?.some((p) => p.allPorts)
+        ? 'all'
+        : (allowed?.map((p) => p.port!).filter(Boolean) ??
+          (ctx.opts.port as string[] | undefined)?.map(Number));
+      const token = await createEndpointToken(client, id, {
+        ...(ports ? { ports } : {}),
+        expirationInMinutes: int(ctx, 'expiration-in-minutes') ?? 60,
+      });
       const vm = await client.send(new GetMicrovmCommand({ microvmIdentifier: id }));
-      print(ctx.output, { authToken: { 'X-Hearth-Proxy-Auth': token }, endpoint: vm.endpoint }, () => `${token}\n`);
+      print(
+        ctx.output,
+        { authToken: { 'X-Hearth-Proxy-Auth': token }, endpoint: vm.endpoint },
+        () => `${token}\n`,
+      );
       return 0;
     },
   },
@@ -325,7 +376,8 @@ export const API_COMMANDS: ApiCommand[] = [
     name: 'create-microvm-image',
     aliases: ['build'],
     summary: 'build an image from a directory or .zip with a Dockerfile (shows the build log live)',
-    usage: 'hearth build <dir|zip|url> --name NAME [--memory 512] [--disk-size MiB] [--hooks JSON] [--environment-variables JSON] [--build-arg K=V] [--no-cache] [--no-wait]',
+    usage:
+      'hearth build <dir|zip|url> --name NAME [--memory 512] [--disk-size MiB] [--hooks JSON] [--environment-variables JSON] [--build-arg K=V] [--no-cache] [--no-wait]',
     options: IMAGE_SPEC_OPTS,
     run: (ctx) => createOrUpdateImage(ctx, false),
   },
@@ -344,7 +396,9 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth image <name>',
     options: { 'image-identifier': { type: 'string' } },
     async run(ctx) {
-      const img = clean(await (await ctx.client()).send(new GetMicrovmImageCommand({ imageIdentifier: imageId(ctx) })));
+      const img = clean(
+        await (await ctx.client()).send(new GetMicrovmImageCommand({ imageIdentifier: imageId(ctx) })),
+      );
       print(ctx.output, img, () => record(img));
       return 0;
     },
@@ -358,10 +412,23 @@ export const API_COMMANDS: ApiCommand[] = [
     async run(ctx) {
       const client = await ctx.client();
       const page = await listAll(ctx, async (nextToken) => {
-        const r = await client.send(new ListMicrovmImagesCommand({ nameFilter: str(ctx, 'name-filter'), maxResults: int(ctx, 'max-results'), nextToken }));
+        const r = await client.send(
+          new ListMicrovmImagesCommand({
+            nameFilter: str(ctx, 'name-filter'),
+            maxResults: int(ctx, 'max-results'),
+            nextToken,
+          }),
+        );
         return { items: r.items ?? [], ...(r.nextToken ? { nextToken: r.nextToken } : {}) };
       });
-      print(ctx.output, page, () => table(page.items as unknown as Record<string, unknown>[], ['name', 'state', 'latestActiveImageVersion', 'imageArn']));
+      print(ctx.output, page, () =>
+        table(page.items as unknown as Record<string, unknown>[], [
+          'name',
+          'state',
+          'latestActiveImageVersion',
+          'imageArn',
+        ]),
+      );
       return 0;
     },
   },
@@ -384,10 +451,23 @@ export const API_COMMANDS: ApiCommand[] = [
     async run(ctx) {
       const client = await ctx.client();
       const page = await listAll(ctx, async (nextToken) => {
-        const r = await client.send(new ListMicrovmImageVersionsCommand({ imageIdentifier: imageId(ctx), maxResults: int(ctx, 'max-results'), nextToken }));
+        const r = await client.send(
+          new ListMicrovmImageVersionsCommand({
+            imageIdentifier: imageId(ctx),
+            maxResults: int(ctx, 'max-results'),
+            nextToken,
+          }),
+        );
         return { items: r.items ?? [], ...(r.nextToken ? { nextToken: r.nextToken } : {}) };
       });
-      print(ctx.output, page, () => table(page.items as unknown as Record<string, unknown>[], ['imageVersion', 'state', 'status', 'stateReason']));
+      print(ctx.output, page, () =>
+        table(page.items as unknown as Record<string, unknown>[], [
+          'imageVersion',
+          'state',
+          'status',
+          'stateReason',
+        ]),
+      );
       return 0;
     },
   },
@@ -397,7 +477,16 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth get-microvm-image-version <name> --image-version V',
     options: { 'image-identifier': { type: 'string' }, 'image-version': { type: 'string' } },
     async run(ctx) {
-      const v = clean(await (await ctx.client()).send(new GetMicrovmImageVersionCommand({ imageIdentifier: imageId(ctx), imageVersion: str(ctx, 'image-version', true)! })));
+      const v = clean(
+        await (
+          await ctx.client()
+        ).send(
+          new GetMicrovmImageVersionCommand({
+            imageIdentifier: imageId(ctx),
+            imageVersion: str(ctx, 'image-version', true)!,
+          }),
+        ),
+      );
       print(ctx.output, v, () => record(v));
       return 0;
     },
@@ -406,12 +495,22 @@ export const API_COMMANDS: ApiCommand[] = [
     name: 'update-microvm-image-version',
     summary: 'mark an image version ACTIVE or INACTIVE',
     usage: 'hearth update-microvm-image-version <name> --image-version V --status ACTIVE|INACTIVE',
-    options: { 'image-identifier': { type: 'string' }, 'image-version': { type: 'string' }, status: { type: 'string' } },
+    options: {
+      'image-identifier': { type: 'string' },
+      'image-version': { type: 'string' },
+      status: { type: 'string' },
+    },
     async run(ctx) {
       const status = str(ctx, 'status', true)!;
       const v = clean(
-        await (await ctx.client()).send(
-          new UpdateMicrovmImageVersionCommand({ imageIdentifier: imageId(ctx), imageVersion: str(ctx, 'image-version', true)!, status: status as 'ACTIVE' }),
+        await (
+          await ctx.client()
+        ).send(
+          new UpdateMicrovmImageVersionCommand({
+            imageIdentifier: imageId(ctx),
+            imageVersion: str(ctx, 'image-version', true)!,
+            status: status as 'ACTIVE',
+          }),
         ),
       );
       print(ctx.output, v, () => record(v));
@@ -424,7 +523,14 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth delete-microvm-image-version <name> --image-version V',
     options: { 'image-identifier': { type: 'string' }, 'image-version': { type: 'string' } },
     async run(ctx) {
-      await (await ctx.client()).send(new DeleteMicrovmImageVersionCommand({ imageIdentifier: imageId(ctx), imageVersion: str(ctx, 'image-version', true)! }));
+      await (
+        await ctx.client()
+      ).send(
+        new DeleteMicrovmImageVersionCommand({
+          imageIdentifier: imageId(ctx),
+          imageVersion: str(ctx, 'image-version', true)!,
+        }),
+      );
       return 0;
     },
   },
@@ -435,8 +541,21 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth builds <name> --image-version V',
     options: { 'image-identifier': { type: 'string' }, 'image-version': { type: 'string' }, ...LIST_OPTS },
     async run(ctx) {
-      const r = await (await ctx.client()).send(new ListMicrovmImageBuildsCommand({ imageIdentifier: imageId(ctx), imageVersion: str(ctx, 'image-version', true)! }));
-      print(ctx.output, clean(r), () => table((r.items ?? []) as unknown as Record<string, unknown>[], ['buildId', 'buildState', 'stateReason']));
+      const r = await (
+        await ctx.client()
+      ).send(
+        new ListMicrovmImageBuildsCommand({
+          imageIdentifier: imageId(ctx),
+          imageVersion: str(ctx, 'image-version', true)!,
+        }),
+      );
+      print(ctx.output, clean(r), () =>
+        table((r.items ?? []) as unknown as Record<string, unknown>[], [
+          'buildId',
+          'buildState',
+          'stateReason',
+        ]),
+      );
       return 0;
     },
   },
@@ -444,11 +563,21 @@ export const API_COMMANDS: ApiCommand[] = [
     name: 'get-microvm-image-build',
     summary: 'show a build (state, failure reason, snapshot sizes)',
     usage: 'hearth get-microvm-image-build <name> --image-version V --build-id B',
-    options: { 'image-identifier': { type: 'string' }, 'image-version': { type: 'string' }, 'build-id': { type: 'string' } },
+    options: {
+      'image-identifier': { type: 'string' },
+      'image-version': { type: 'string' },
+      'build-id': { type: 'string' },
+    },
     async run(ctx) {
       const b = clean(
-        await (await ctx.client()).send(
-          new GetMicrovmImageBuildCommand({ imageIdentifier: imageId(ctx), imageVersion: str(ctx, 'image-version', true)!, buildId: str(ctx, 'build-id', true)! }),
+        await (
+          await ctx.client()
+        ).send(
+          new GetMicrovmImageBuildCommand({
+            imageIdentifier: imageId(ctx),
+            imageVersion: str(ctx, 'image-version', true)!,
+            buildId: str(ctx, 'build-id', true)!,
+          }),
         ),
       );
       print(ctx.output, b, () => record(b));
@@ -459,17 +588,26 @@ export const API_COMMANDS: ApiCommand[] = [
     name: 'build-logs',
     summary: "print an image version's build log (--follow: live)",
     usage: 'hearth build-logs <name> [--image-version V] [--follow]',
-    options: { 'image-identifier': { type: 'string' }, 'image-version': { type: 'string' }, follow: { type: 'boolean' } },
+    options: {
+      'image-identifier': { type: 'string' },
+      'image-version': { type: 'string' },
+      follow: { type: 'boolean' },
+    },
     async run(ctx) {
       const name = imageId(ctx);
       const client = await ctx.client();
       let version = str(ctx, 'image-version');
       if (!version) {
-        const versions = await client.send(new ListMicrovmImageVersionsCommand({ imageIdentifier: name, maxResults: 1000 }));
+        const versions = await client.send(
+          new ListMicrovmImageVersionsCommand({ imageIdentifier: name, maxResults: 1000 }),
+        );
         version = versions.items?.[versions.items.length - 1]?.imageVersion;
       }
       if (!version) throw new CliUsageError(`image ${name} has no version yet`);
-      for await (const line of buildLogs(await ctx.connection(), name, version, { follow: Boolean(ctx.opts.follow) })) process.stdout.write(line + '\n');
+      for await (const line of buildLogs(await ctx.connection(), name, version, {
+        follow: Boolean(ctx.opts.follow),
+      }))
+        process.stdout.write(line + '\n');
       return 0;
     },
   },
@@ -479,7 +617,10 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth logs <microvm-id> [--follow]',
     options: { 'microvm-identifier': { type: 'string' }, follow: { type: 'boolean' } },
     async run(ctx) {
-      for await (const line of microvmConsole(await ctx.connection(), microvmId(ctx), { follow: Boolean(ctx.opts.follow) })) process.stdout.write(line + '\n');
+      for await (const line of microvmConsole(await ctx.connection(), microvmId(ctx), {
+        follow: Boolean(ctx.opts.follow),
+      }))
+        process.stdout.write(line + '\n');
       return 0;
     },
   },
@@ -491,7 +632,12 @@ export const API_COMMANDS: ApiCommand[] = [
     options: {},
     async run(ctx) {
       const r = await (await ctx.client()).send(new ListManagedMicrovmImagesCommand({}));
-      print(ctx.output, clean(r), () => table((r.items ?? []) as unknown as Record<string, unknown>[], Object.keys(r.items?.[0] ?? { imageArn: 1 })));
+      print(ctx.output, clean(r), () =>
+        table(
+          (r.items ?? []) as unknown as Record<string, unknown>[],
+          Object.keys(r.items?.[0] ?? { imageArn: 1 }),
+        ),
+      );
       return 0;
     },
   },
@@ -501,18 +647,29 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth list-managed-microvm-image-versions --image-identifier ARN',
     options: { 'image-identifier': { type: 'string' } },
     async run(ctx) {
-      const r = await (await ctx.client()).send(new ListManagedMicrovmImageVersionsCommand({ imageIdentifier: imageId(ctx) }));
-      print(ctx.output, clean(r), () => table((r.items ?? []) as unknown as Record<string, unknown>[], Object.keys(r.items?.[0] ?? { version: 1 })));
+      const r = await (
+        await ctx.client()
+      ).send(new ListManagedMicrovmImageVersionsCommand({ imageIdentifier: imageId(ctx) }));
+      print(ctx.output, clean(r), () =>
+        table(
+          (r.items ?? []) as unknown as Record<string, unknown>[],
+          Object.keys(r.items?.[0] ?? { version: 1 }),
+        ),
+      );
       return 0;
     },
   },
   {
     name: 'tag-resource',
     summary: 'tag an image',
-    usage: "hearth tag-resource --resource ARN --tags '{\"k\":\"v\"}'",
+    usage: 'hearth tag-resource --resource ARN --tags \'{"k":"v"}\'',
     options: { resource: { type: 'string' }, tags: { type: 'string' } },
     async run(ctx) {
-      await (await ctx.client()).send(new TagResourceCommand({ Resource: str(ctx, 'resource', true)!, Tags: json(ctx, 'tags') ?? {} }));
+      await (
+        await ctx.client()
+      ).send(
+        new TagResourceCommand({ Resource: str(ctx, 'resource', true)!, Tags: json(ctx, 'tags') ?? {} }),
+      );
       return 0;
     },
   },
@@ -522,7 +679,14 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth untag-resource --resource ARN --tag-keys K ...',
     options: { resource: { type: 'string' }, 'tag-keys': { type: 'string', multiple: true } },
     async run(ctx) {
-      await (await ctx.client()).send(new UntagResourceCommand({ Resource: str(ctx, 'resource', true)!, TagKeys: (ctx.opts['tag-keys'] as string[]) ?? [] }));
+      await (
+        await ctx.client()
+      ).send(
+        new UntagResourceCommand({
+          Resource: str(ctx, 'resource', true)!,
+          TagKeys: (ctx.opts['tag-keys'] as string[]) ?? [],
+        }),
+      );
       return 0;
     },
   },
@@ -532,7 +696,9 @@ export const API_COMMANDS: ApiCommand[] = [
     usage: 'hearth list-tags --resource ARN',
     options: { resource: { type: 'string' } },
     async run(ctx) {
-      const r = await (await ctx.client()).send(new ListTagsCommand({ Resource: str(ctx, 'resource', true)! }));
+      const r = await (
+        await ctx.client()
+      ).send(new ListTagsCommand({ Resource: str(ctx, 'resource', true)! }));
       print(ctx.output, clean(r), () => record(r.Tags ?? {}));
       return 0;
     },
@@ -540,9 +706,16 @@ export const API_COMMANDS: ApiCommand[] = [
 ];
 
 /** Builds the command context's connection and client lazily (commands like --help need neither). */
-export function connectionFactory(overrides: { endpoint?: string; region?: string }): Pick<CommandContext, 'connection' | 'client'> {
+export function connectionFactory(overrides: {
+  endpoint?: string;
+  region?: string;
+}): Pick<CommandContext, 'connection' | 'client'> {
   let conn: Promise<HearthConnection> | undefined;
   const connection = () =>
-    (conn ??= loadConnection().then((c) => ({ ...c, ...(overrides.endpoint ? { endpoint: overrides.endpoint } : {}), ...(overrides.region ? { region: overrides.region } : {}) })));
+    (conn ??= loadConnection().then((c) => ({
+      ...c,
+      ...(overrides.endpoint ? { endpoint: overrides.endpoint } : {}),
+      ...(overrides.region ? { region: overrides.region } : {}),
+    })));
   return { connection, client: async () => hearthClient(await connection()) };
 }

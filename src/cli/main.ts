@@ -8,6 +8,13 @@ import { API_COMMANDS, CliUsageError, connectionFactory, type ApiCommand } from 
 import { runDemo } from './demo.js';
 import type { OutputMode } from './format.js';
 
+// The AWS SDK warns on Node 20 about its future releases; it says nothing about this one.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  if (String(typeof warning === 'string' ? warning : warning.message).includes('AWS SDK for JavaScript')) return;
+  (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
+
 const LOCAL_COMMANDS = `
 Host and server:
   setup [--accelerator auto|kvm|tcg]     prepare this host (packages, guest kernel, base image); idempotent
@@ -16,7 +23,9 @@ Host and server:
 `;
 
 function usage(): string {
-  const lines = API_COMMANDS.map((c) => `  ${[c.name, ...(c.aliases ?? [])].join(', ').padEnd(44)} ${c.summary}`);
+  const lines = API_COMMANDS.map(
+    (c) => `  ${[c.name, ...(c.aliases ?? [])].join(', ').padEnd(44)} ${c.summary}`,
+  );
   return `hearth: self-hosted microVM sandboxes
 
 Usage: hearth <command> [options]      (hearth <command> --help for its options)
@@ -53,19 +62,27 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'setup' || command === 'demo' || command === 'serve') return local(command, rest);
   const spec = findCommand(command);
   if (!spec) throw new CliUsageError(`unknown command '${command}'; see hearth --help`);
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...GLOBAL, ...spec.options } });
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { ...GLOBAL, ...spec.options },
+  });
   if (values.help) {
     process.stdout.write(`${spec.usage}\n\n${spec.summary}\n`);
     return 0;
   }
   const output = (values.output ?? 'table') as OutputMode;
-  if (output !== 'table' && output !== 'json') throw new CliUsageError(`--output must be table or json, not '${output}'`);
+  if (output !== 'table' && output !== 'json')
+    throw new CliUsageError(`--output must be table or json, not '${output}'`);
   if (values['data-dir']) process.env.HEARTH_DATA_DIR = values['data-dir'];
   return spec.run({
     opts: values as Record<string, string | boolean | string[] | undefined>,
     args: positionals,
     output,
-    ...connectionFactory({ ...(values.endpoint ? { endpoint: values.endpoint } : {}), ...(values.region ? { region: values.region } : {}) }),
+    ...connectionFactory({
+      ...(values.endpoint ? { endpoint: values.endpoint } : {}),
+      ...(values.region ? { region: values.region } : {}),
+    }),
   });
 }
 
@@ -74,11 +91,15 @@ async function local(command: string, rest: string[]): Promise<number> {
     const { serveMain } = await import('../server/serve.js');
     return serveMain(rest);
   }
-  const { values } = parseArgs({ args: rest, options: { ...GLOBAL, accelerator: { type: 'string' }, exit: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    args: rest,
+    options: { ...GLOBAL, accelerator: { type: 'string' }, exit: { type: 'boolean' } },
+  });
   const dataDir = values['data-dir'] ? new DataDir(values['data-dir']) : DataDir.fromEnv();
   if (command === 'setup') {
     const accel = (values.accelerator ?? 'auto') as AccelSetting;
-    if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new CliUsageError(`--accelerator must be auto, kvm or tcg, not '${accel}'`);
+    if (!['auto', 'kvm', 'tcg'].includes(accel))
+      throw new CliUsageError(`--accelerator must be auto, kvm or tcg, not '${accel}'`);
     const a = await setupHost(dataDir, { accelerator: accel });
     process.stdout.write(`host ready: accelerator ${a.accel.accel} (${a.accel.reason})\n`);
     return 0;
@@ -95,7 +116,9 @@ function report(e: unknown): void {
   else if (err.$metadata || err.name?.endsWith('Exception')) {
     process.stderr.write(`error [${err.name}]: ${err.message}${err.hint ? `\n  hint: ${err.hint}` : ''}\n`);
   } else if ((err as { code?: string }).code === 'ECONNREFUSED') {
-    process.stderr.write(`error: cannot reach the Hearth API (${err.message})\n  hint: start it with \`hearth serve\`, or set HEARTH_ENDPOINT\n`);
+    process.stderr.write(
+      `error: cannot reach the Hearth API (${err.message})\n  hint: start it with \`hearth serve\`, or set HEARTH_ENDPOINT\n`,
+    );
   } else process.stderr.write(`error: ${err.stack ?? String(e)}\n`);
 }
 

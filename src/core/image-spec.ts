@@ -42,6 +42,7 @@ export interface ImageSpec {
   name: string;
   codeArtifactUri: string;
   baseImageArn: string;
+  buildRoleArn?: string;
   baseImageVersion?: string;
   memoryMiB?: number;
   diskSizeMiB?: number;
@@ -179,6 +180,7 @@ export function normalizeImageSpec(s: ImageSpec): {
     config: {
       codeArtifactUri: s.codeArtifactUri,
       baseImageArn: s.baseImageArn,
+      ...(s.buildRoleArn ? { buildRoleArn: s.buildRoleArn } : {}),
       ...(s.baseImageVersion ? { baseImageVersion: s.baseImageVersion } : {}),
       memoryMiB,
       vcpus: vcpusFor(memoryMiB),

@@ -459,6 +459,26 @@ export class ImageService {
     for (const b of builds.flatMap((p) => p.items)) await rmQuiet(this.logs.path(b.id));
   }
 
+  /** Adds or replaces tags on an image. */
+  async tagImage(name: string, tags: Record<string, string>): Promise<void> {
+    const image = await this.getImage(name);
+    const merged = { ...image.tags, ...tags };
+    if (Object.keys(merged).length > 50)
+      throw new ValidationError(
+        'Tags',
+        `an image has at most 50 tags; this would make ${Object.keys(merged).length}`,
+      );
+    await this.o.store.images.update(name, { tags: merged });
+  }
+
+  /** Removes tags from an image (absent keys are ignored). */
+  async untagImage(name: string, keys: string[]): Promise<void> {
+    const image = await this.getImage(name);
+    const tags = { ...image.tags };
+    for (const k of keys) delete tags[k];
+    await this.o.store.images.update(name, { tags });
+  }
+
   async listBuilds(name: string, version: string, req: PageRequest = {}): Promise<Page<ImageBuildRecord>> {
     await this.getVersion(name, version);
     return this.o.store.builds.listByVersion(name, version, req);

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { callHook, type HookName } from '../hooks/hook-client.js';
 import type { Store } from '../store/database.js';
 import type { Page } from '../store/pagination.js';
-import type { MicrovmListRequest } from '../store/microvms.js';
+import type { MicrovmListRequest, MicrovmPatch, MicrovmUpdateOptions } from '../store/microvms.js';
 import { faultPoint } from '../util/faults.js';
 import type { Logger } from '../util/log.js';
 import { Mutex } from '../util/mutex.js';
@@ -121,6 +121,7 @@ export class MicrovmService {
   private readonly busy = new Set<string>();
   private readonly capacity = new Mutex();
   private readonly versions = new Map<string, ImageVersionRecord>();
+  private readonly records = new Map<string, MicrovmRecord>();
   private timer: NodeJS.Timeout | undefined;
   private lastRetentionSweep = 0;
   private closed = false;
@@ -173,6 +174,25 @@ export class MicrovmService {
   async get(id: string): Promise<MicrovmRecord> {
     const rec = await this.o.store.microvms.get(id);
     if (!rec) throw new MicrovmNotFoundError(id);
+    this.records.set(id, rec);
+    return rec;
+  }
+
+  /**
+   * The microVM as this process last wrote or read it, without a store query (the gateway asks on
+   * every request). This process is the only writer of its microVMs' states, so it is current.
+   */
+  async current(id: string): Promise<MicrovmRecord | undefined> {
+    return (
+      this.records.get(id) ??
+      (await this.o.store.microvms.get(id).then((r) => (r && this.records.set(id, r), r)))
+    );
+  }
+
+  /** Writes a change to the store and to the cache of `current`. */
+  private async save(id: string, patch: MicrovmPatch, opts?: MicrovmUpdateOptions): Promise<MicrovmRecord> {
+    const rec = await this.o.store.microvms.update(id, patch, opts);
+    this.records.set(id, rec);
     return rec;
   }
 
@@ -318,11 +338,7 @@ export class MicrovmService {
           );
         }
         this.touch(id);
-        await this.o.store.microvms.update(
-          id,
-          { state: 'RUNNING', stateReason: null },
-          { expectedState: 'PENDING' },
-        );
+        await this.save(id, { state: 'RUNNING', stateReason: null }, { expectedState: 'PENDING' });
         this.o.log.info('microVM running', { microvm: id, image: rec.imageName, version: rec.imageVersion });
       } catch (e) {
         const reason =
@@ -331,7 +347,7 @@ export class MicrovmService {
             : (e as Error).message;
         this.o.log.warn('microVM launch failed', { microvm: id, error: reason });
         await this.o.engine.destroy(id).catch(() => undefined);
-        await this.o.store.microvms.update(id, {
+        await this.save(id, {
           state: 'TERMINATED',
           stateReason: `launch failed: ${reason.split('\n')[0]}`,
           terminatedAt: new Date(this.now()).toISOString(),
@@ -369,11 +385,7 @@ export class MicrovmService {
       if (rec.state !== 'RUNNING') throw new MicrovmStateConflictError(id, 'suspend', rec.state, ['RUNNING']);
       const vm = this.o.engine.get(id);
       if (!vm || vm.state !== 'running') return this.lost(rec, 'its VM was not running');
-      await this.o.store.microvms.update(
-        id,
-        { state: 'SUSPENDING', stateReason: reason },
-        { expectedState: 'RUNNING' },
-      );
+      await this.save(id, { state: 'SUSPENDING', stateReason: reason }, { expectedState: 'RUNNING' });
       const version = await this.version(rec.imageName, rec.imageVersion);
       const h = await this.hook(vm, version, 'suspend', { microvmId: id });
       if (h && h.status !== 200)
@@ -388,13 +400,13 @@ export class MicrovmService {
       } catch (e) {
         const kept = (e as { vmKeptRunning?: boolean }).vmKeptRunning;
         if (kept) {
-          return this.o.store.microvms.update(id, {
+          return this.save(id, {
             state: 'RUNNING',
             stateReason: `suspend failed, still running: ${(e as Error).message}`,
           });
         }
         if ((vm.state as string) === 'suspended') {
-          return this.o.store.microvms.update(id, {
+          return this.save(id, {
             state: 'SUSPENDED',
             suspendedAt: new Date(this.now()).toISOString(),
             stateReason: `suspend failed; back at the previous snapshot: ${(e as Error).message}`,
@@ -404,7 +416,7 @@ export class MicrovmService {
       }
       await faultPoint('core.suspend.after-engine');
       this.activityState.delete(id);
-      return this.o.store.microvms.update(id, {
+      return this.save(id, {
         state: 'SUSPENDED',
         suspendedAt: new Date(this.now()).toISOString(),
         stateReason: reason,
@@ -454,7 +466,7 @@ export class MicrovmService {
       if (code === 'VMM_SNAPSHOT_CORRUPT' || code === 'VMM_SNAPSHOT_INCOMPATIBLE') {
         await this.lost(rec, `its snapshot is unusable: ${(e as Error).message}`);
       } else {
-        await this.o.store.microvms.update(id, {
+        await this.save(id, {
           stateReason: `resume failed: ${(e as Error).message.split('\n')[0]}`,
         });
       }
@@ -465,11 +477,11 @@ export class MicrovmService {
     if (h && h.status !== 200) {
       await this.o.engine.revert(vm, 'resume hook failed');
       const reason = `the resume hook answered ${h.status || h.error}`;
-      await this.o.store.microvms.update(id, { stateReason: `resume failed: ${reason}` });
+      await this.save(id, { stateReason: `resume failed: ${reason}` });
       throw new MicrovmStateConflictError(id, `resume (${reason})`, 'SUSPENDED', ['RUNNING']);
     }
     this.touch(id);
-    return this.o.store.microvms.update(id, { state: 'RUNNING', suspendedAt: null, stateReason: 'resumed' });
+    return this.save(id, { state: 'RUNNING', suspendedAt: null, stateReason: 'resumed' });
   }
 
   /**
@@ -482,7 +494,7 @@ export class MicrovmService {
     return this.lock(id).run(async () => {
       const rec = await this.get(id);
       if (rec.state === 'TERMINATED') return rec;
-      await this.o.store.microvms.update(id, {
+      await this.save(id, {
         state: 'TERMINATING',
         stateReason: reason,
         tokenGeneration: rec.tokenGeneration + 1,
@@ -499,7 +511,7 @@ export class MicrovmService {
       await faultPoint('core.terminate.before-engine');
       await this.o.engine.destroy(id);
       this.activityState.delete(id);
-      return this.o.store.microvms.update(id, {
+      return this.save(id, {
         state: 'TERMINATED',
         terminatedAt: new Date(this.now()).toISOString(),
       });
@@ -510,7 +522,7 @@ export class MicrovmService {
   private async lost(rec: MicrovmRecord, reason: string): Promise<MicrovmRecord> {
     await this.o.engine.destroy(rec.microvmId).catch(() => undefined);
     this.activityState.delete(rec.microvmId);
-    return this.o.store.microvms.update(rec.microvmId, {
+    return this.save(rec.microvmId, {
       state: 'TERMINATED',
       stateReason: reason,
       terminatedAt: new Date(this.now()).toISOString(),
@@ -587,7 +599,10 @@ export class MicrovmService {
       const before = new Date(
         now - Math.max(600, this.limits.terminatedRetentionSeconds) * 1000,
       ).toISOString();
-      await this.o.store.microvms.deleteTerminatedBefore(before);
+      if ((await this.o.store.microvms.deleteTerminatedBefore(before)) > 0) {
+        for (const [id, r] of this.records)
+          if (r.state === 'TERMINATED' && (r.terminatedAt ?? '') < before) this.records.delete(id);
+      }
     }
   }
 
@@ -612,7 +627,7 @@ export class MicrovmService {
             if (live) {
               await engine.revive(vm);
               this.touch(id);
-              await this.o.store.microvms.update(id, {
+              await this.save(id, {
                 state: 'RUNNING',
                 stateReason:
                   rec.state === 'SUSPENDING'
@@ -627,7 +642,7 @@ export class MicrovmService {
             break;
           case 'TERMINATING':
             await engine.destroy(id);
-            await this.o.store.microvms.update(id, {
+            await this.save(id, {
               state: 'TERMINATED',
               terminatedAt: new Date(this.now()).toISOString(),
             });
@@ -665,7 +680,7 @@ export class MicrovmService {
       await this.lost(rec, reason);
       return;
     }
-    await this.o.store.microvms.update(rec.microvmId, {
+    await this.save(rec.microvmId, {
       state: 'SUSPENDED',
       suspendedAt: rec.suspendedAt ?? new Date(this.now()).toISOString(),
       stateReason:

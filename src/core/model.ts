@@ -65,6 +65,8 @@ export interface ImageVersionConfig {
   /** Local path, file:// URL, http(s) URL or s3:// URL of a directory or .zip with a Dockerfile at its root. */
   codeArtifactUri: string;
   baseImageArn: string;
+  /** Recorded as given (the AWS API requires it); Hearth builds run as its own builder user. */
+  buildRoleArn?: string;
   baseImageVersion?: string;
   /** Baseline memory: 512, 1024, 2048, 4096 or 8192 MiB. */
   memoryMiB: number;

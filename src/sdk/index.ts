@@ -68,7 +68,11 @@ export async function loadConnection(env: NodeJS.ProcessEnv = process.env): Prom
     if (!existsSync(f)) continue;
     const c = JSON.parse(await readFile(f, 'utf8')) as Partial<HearthConnection>;
     if (c.endpoint && c.accessKeyId && c.secretAccessKey) {
-      return { region: 'local', ...c, ...(env.HEARTH_ENDPOINT ? { endpoint: env.HEARTH_ENDPOINT } : {}) } as HearthConnection;
+      return {
+        region: 'local',
+        ...c,
+        ...(env.HEARTH_ENDPOINT ? { endpoint: env.HEARTH_ENDPOINT } : {}),
+      } as HearthConnection;
     }
   }
   throw new NoConnectionError(
@@ -97,8 +101,10 @@ export async function waitForMicrovm(
   for (;;) {
     const vm = await client.send(new GetMicrovmCommand({ microvmIdentifier: microvmId }));
     if (vm.state && states.includes(vm.state)) return vm;
-    if (vm.state === 'TERMINATED') throw new Error(`microVM ${microvmId} is TERMINATED: ${vm.stateReason ?? ''}`);
-    if (Date.now() > deadline) throw new Error(`microVM ${microvmId} is ${vm.state}, not ${states.join('/')}, after the wait`);
+    if (vm.state === 'TERMINATED')
+      throw new Error(`microVM ${microvmId} is TERMINATED: ${vm.stateReason ?? ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`microVM ${microvmId} is ${vm.state}, not ${states.join('/')}, after the wait`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 200));
   }
 }
@@ -114,7 +120,8 @@ export async function waitForImageVersion(
   for (;;) {
     const v = await client.send(new GetMicrovmImageVersionCommand({ imageIdentifier, imageVersion }));
     if (v.state === 'SUCCESSFUL' || v.state === 'FAILED') return v;
-    if (Date.now() > deadline) throw new Error(`version ${imageVersion} of ${imageIdentifier} is still ${v.state}`);
+    if (Date.now() > deadline)
+      throw new Error(`version ${imageVersion} of ${imageIdentifier} is still ${v.state}`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 500));
   }
 }
@@ -169,7 +176,11 @@ class NodeSha256 {
  * Streams the text of a Hearth extension route (build logs, consoles), signed with SigV4 like the
  * API. Yields lines as they arrive; with follow, until the server ends the stream.
  */
-export async function* streamLines(c: HearthConnection, path: string, query: Record<string, string> = {}): AsyncGenerator<string> {
+export async function* streamLines(
+  c: HearthConnection,
+  path: string,
+  query: Record<string, string> = {},
+): AsyncGenerator<string> {
   const url = new URL(path, c.endpoint);
   for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
   const signer = new SignatureV4({
@@ -216,13 +227,30 @@ export async function* streamLines(c: HearthConnection, path: string, query: Rec
 }
 
 /** The build log of an image version (Hearth extension), following it live with `follow`. */
-export function buildLogs(c: HearthConnection, imageName: string, imageVersion: string, opts: { follow?: boolean } = {}): AsyncGenerator<string> {
-  return streamLines(c, `/hearth/v1/microvm-images/${encodeURIComponent(imageName)}/versions/${encodeURIComponent(imageVersion)}/logs`, opts.follow ? { follow: 'true' } : {});
+export function buildLogs(
+  c: HearthConnection,
+  imageName: string,
+  imageVersion: string,
+  opts: { follow?: boolean } = {},
+): AsyncGenerator<string> {
+  return streamLines(
+    c,
+    `/hearth/v1/microvm-images/${encodeURIComponent(imageName)}/versions/${encodeURIComponent(imageVersion)}/logs`,
+    opts.follow ? { follow: 'true' } : {},
+  );
 }
 
 /** A microVM's console (its workload's stdout/stderr and the guest's messages), Hearth extension. */
-export function microvmConsole(c: HearthConnection, microvmId: string, opts: { follow?: boolean } = {}): AsyncGenerator<string> {
-  return streamLines(c, `/hearth/v1/microvms/${encodeURIComponent(microvmId)}/console`, opts.follow ? { follow: 'true' } : {});
+export function microvmConsole(
+  c: HearthConnection,
+  microvmId: string,
+  opts: { follow?: boolean } = {},
+): AsyncGenerator<string> {
+  return streamLines(
+    c,
+    `/hearth/v1/microvms/${encodeURIComponent(microvmId)}/console`,
+    opts.follow ? { follow: 'true' } : {},
+  );
 }
 
 /**
@@ -230,7 +258,12 @@ export function microvmConsole(c: HearthConnection, microvmId: string, opts: { f
  * extension fields (e.g. diskSizeInMiB, buildArgs on CreateMicrovmImage). Returns the parsed body;
  * throws an Error carrying the API's error name and message.
  */
-export async function hearthRequest<T = Record<string, unknown>>(c: HearthConnection, method: string, path: string, body?: unknown): Promise<T> {
+export async function hearthRequest<T = Record<string, unknown>>(
+  c: HearthConnection,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<T> {
   const url = new URL(path, c.endpoint);
   const payload = body === undefined ? '' : JSON.stringify(body);
   const signer = new SignatureV4({
@@ -261,7 +294,10 @@ export async function hearthRequest<T = Record<string, unknown>>(c: HearthConnec
   for await (const chunk of res) text += String(chunk);
   const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
   if ((res.statusCode ?? 500) >= 300) {
-    const err = new Error(String(parsed.message ?? `HTTP ${res.statusCode}`)) as Error & { name: string; hint?: string };
+    const err = new Error(String(parsed.message ?? `HTTP ${res.statusCode}`)) as Error & {
+      name: string;
+      hint?: string;
+    };
     err.name = String(res.headers['x-amzn-errortype'] ?? 'Error').split(':')[0]!;
     if (typeof parsed.hint === 'string') err.hint = parsed.hint;
     throw err;

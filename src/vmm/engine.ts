@@ -682,21 +682,23 @@ export class Engine {
   }
 
   /**
-   * Closes the engine. By default running VMs are killed and their networks removed; suspended VMs
-   * stay on disk for a later engine to resume.
+   * Closes the engine. By default running VMs are killed and their networks removed; with
+   * `leaveRunning` they keep running (QEMU is in its own session) for the next engine to adopt.
+   * Suspended VMs stay on disk either way.
    */
-  async close(): Promise<void> {
+  async close(opts: { leaveRunning?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     for (const vm of this.vms.values()) {
-      if (vm.process) await this.teardown(vm, 'stopped', 'engine closed');
+      if (!vm.process) continue;
+      if (opts.leaveRunning && vm.state === 'running') vm.disconnect();
+      else await this.teardown(vm, 'stopped', 'engine closed');
     }
     await this.ctx.network.drain();
     await rm(this.lockFile, { force: true });
   }
 }
 
-/** Number of the newest committed suspend snapshot of a VM (0: none). */
 async function newestGeneration(L: VmLayout): Promise<number> {
   const gens = (await readdir(L.snapshotsDir).catch(() => [] as string[]))
     .map((g) => parseGeneration(g))

@@ -1,0 +1,329 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createHandlers } from '../api/handlers.js';
+import { createApiServer, listenApiServer } from '../api/server.js';
+import { SigV4Verifier } from '../api/sigv4.js';
+import { ApiError, toApiError } from '../api/errors.js';
+import { Buildah } from '../builder/buildah.js';
+import { DataDir } from '../config/data-dir.js';
+import { loadServerConfig, type ServerConfig } from '../config/server-config.js';
+import { ImageService } from '../core/images.js';
+import { MicrovmService } from '../core/microvms.js';
+import type { GatewayBackend, VmRoute } from '../gateway/backend.js';
+import { createGateway, type Gateway } from '../gateway/gateway.js';
+import { TokenAuthority } from '../gateway/tokens.js';
+import { setupHost } from '../setup/setup.js';
+import { openStore, type Store } from '../store/database.js';
+import { writeFileAtomic } from '../util/fs-atomic.js';
+import { createLogger } from '../util/log.js';
+import { Engine } from '../vmm/engine.js';
+
+const log = createLogger('server');
+
+/** A running Hearth: API, engine, gateway, and the services between them. */
+export interface HearthServer {
+  config: ServerConfig;
+  apiUrl: string;
+  gateway: Gateway;
+  engine: Engine;
+  store: Store;
+  images: ImageService;
+  microvms: MicrovmService;
+  /** The bootstrap API key (also in <dataDir>/api-credentials.json). */
+  credentials: { accessKeyId: string; secretAccessKey: string };
+  /**
+   * Stops serving. With `leaveVmsRunning`, running microVMs keep running for the next server to
+   * adopt (a restart or upgrade); otherwise they are killed (their records say so after a restart).
+   */
+  stop(opts?: { leaveVmsRunning?: boolean }): Promise<void>;
+}
+
+/** Creates the first API key on first start and writes the connection file the CLI reads. */
+async function bootstrapKey(store: Store, dataDir: DataDir, endpoint: string, region: string) {
+  const file = join(dataDir.root, 'api-credentials.json');
+  const keys = await store.apiKeys.list({ limit: 1 });
+  let key = keys.items[0];
+  if (!key) {
+    key = await store.apiKeys.create({
+      accessKeyId: `HRTH${randomBytes(8).toString('hex').toUpperCase()}`,
+      secretAccessKey: randomBytes(30).toString('base64url'),
+      createdAt: new Date().toISOString(),
+      description: 'bootstrap key, created on first start',
+    });
+    log.info('created the bootstrap API key', { accessKeyId: key.accessKeyId, file });
+  }
+  await writeFileAtomic(
+    file,
+    JSON.stringify(
+      { endpoint, region, accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey },
+      null,
+      2,
+    ) + '\n',
+    0o600,
+  );
+  return { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey };
+}
+
+/**
+ * Hearth's extension routes, next to the AWS API and signed the same way:
+ *   GET /hearth/v1/microvm-images/{name}/versions/{version}/logs[?follow=true]   build log (text)
+ *   GET /hearth/v1/microvms/{id}/console[?follow=true]                           guest console (text)
+ */
+function extensionRoutes(o: {
+  verifier: SigV4Verifier;
+  images: ImageService;
+  microvms: MicrovmService;
+  engine: Engine;
+}): (req: IncomingMessage, res: ServerResponse) => Promise<boolean> {
+  const fail = (res: ServerResponse, e: unknown) => {
+    const err = e instanceof ApiError ? e : toApiError(e);
+    res.writeHead(err.status, { 'content-type': 'application/json', 'x-amzn-ErrorType': err.exception });
+    res.end(JSON.stringify({ message: err.message, code: err.code, hint: err.hint }));
+  };
+  return async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (!url.pathname.startsWith('/hearth/v1/')) return false;
+    try {
+      if (req.method !== 'GET') throw new ApiError('ValidationException', 'only GET is supported here');
+      await o.verifier.authenticate(
+        { method: 'GET', url: req.url ?? '/', headers: req.headers as Record<string, string> },
+        new Uint8Array(),
+      );
+      const follow = url.searchParams.get('follow') === 'true';
+      const logs = /^\/hearth\/v1\/microvm-images\/([^/]+)\/versions\/([^/]+)\/logs$/.exec(url.pathname);
+      const con = /^\/hearth\/v1\/microvms\/([^/]+)\/console$/.exec(url.pathname);
+      if (logs) {
+        const name = o.images.nameFromIdentifier(decodeURIComponent(logs[1]!));
+        const build = await o.images.latestBuild(name, decodeURIComponent(logs[2]!));
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+        for await (const line of o.images.logs.read(build.id, { follow })) {
+          if (!res.write(line + '\n')) await new Promise((r) => res.once('drain', r));
+        }
+        res.end();
+        return true;
+      }
+      if (con) {
+        const id = decodeURIComponent(con[1]!);
+        await o.microvms.get(id);
+        const file = join(o.engine.ctx.dataDir.vmsDir, id, 'console.log');
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+        let offset = 0;
+        for (;;) {
+          if (existsSync(file)) {
+            const size = (await stat(file)).size;
+            if (size > offset) {
+              await new Promise<void>((resolve, reject) =>
+                createReadStream(file, { start: offset, end: size - 1 })
+                  .on('end', resolve)
+                  .on('error', reject)
+                  .pipe(res, { end: false }),
+              );
+              offset = size;
+            }
+          }
+          const rec = await o.microvms.current(id);
+          if (!follow || !rec || rec.state === 'TERMINATED' || res.destroyed) break;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        res.end();
+        return true;
+      }
+      throw new ApiError('ResourceNotFoundException', `no route ${url.pathname}`);
+    } catch (e) {
+      if (!res.headersSent) fail(res, e);
+      else res.destroy();
+      return true;
+    }
+  };
+}
+
+/** Starts Hearth: sets the host up if needed, opens everything, recovers, then listens. */
+export async function startServer(config: ServerConfig): Promise<HearthServer> {
+  const dataDir = new DataDir(config.dataDir);
+  const artifacts = await setupHost(dataDir, { accelerator: config.accelerator });
+  const engine = await Engine.open({
+    dataDir,
+    artifacts,
+    adoptRunning: true,
+    tcgCacheMiB: config.tcgCacheMiB,
+  });
+  const store = await openStore(config.databaseUrl ?? `sqlite:${dataDir.databaseFile}`);
+  const arnPrefix = `arn:hearth:lambda:${config.region}:${config.accountId}:microvm-image:`;
+  const buildah = new Buildah(dataDir.builderDir);
+  await mkdir(join(dataDir.root, 'gateway'), { recursive: true, mode: 0o700 });
+  const tokens = await TokenAuthority.open({ keyFile: join(dataDir.root, 'gateway', 'token-key') });
+  let gatewayPort = config.gatewayPort;
+  // eslint-disable-next-line prefer-const -- assigned after the services that call it exist
+  let gateway: Gateway | undefined;
+  let microvms: MicrovmService | undefined;
+  const images = new ImageService({
+    store,
+    engine,
+    buildah,
+    dataDir,
+    log: createLogger('images'),
+    arnPrefix,
+    maxConcurrentBuilds: config.maxConcurrentBuilds,
+    defaultReadyTimeoutS: config.buildReadyTimeoutSeconds,
+    versionInUse: (n, v) => microvms!.versionInUse(n, v),
+  });
+  microvms = new MicrovmService({
+    store,
+    engine,
+    images,
+    log: createLogger('microvms'),
+    endpointFor: (id) => `${id}.${config.domain}:${gatewayPort}`,
+    tokens,
+    closeConnections: (id) => gateway?.closeConnections(id),
+    limits: {
+      maxMicrovms: config.maxMicrovms,
+      maxMemoryMiB: config.maxMemoryMiB,
+      minIdleSeconds: config.minIdleSeconds,
+      checkIntervalMs: config.checkIntervalMs,
+      terminatedRetentionSeconds: config.terminatedRetentionSeconds,
+    },
+  });
+  const m = microvms;
+  await images.recover();
+  await m.recover();
+
+  const route = async (id: string): Promise<VmRoute | undefined> => {
+    const rec = await m.current(id);
+    if (!rec) return undefined;
+    const vm = engine.get(id);
+    const running = rec.state === 'RUNNING' && vm?.state === 'running';
+    return {
+      microvmId: id,
+      state: rec.state,
+      ...(running && vm.hostAddress ? { address: vm.hostAddress } : {}),
+      autoResume: rec.idlePolicy?.autoResumeEnabled ?? false,
+      tokenGeneration: rec.tokenGeneration,
+      instance: vm?.instance ?? 0,
+      streamsCountAsActivity: rec.idlePolicy?.openStreamsCountAsActivity ?? true,
+    };
+  };
+  const backend: GatewayBackend = {
+    route,
+    async ensureRunning(id) {
+      if ((await m.current(id))?.state === 'PENDING') await m.waitForLaunch(id);
+      await m.ensureRunning(id);
+      const r = await route(id);
+      if (!r?.address) throw new Error(`microVM ${id} is not running`);
+      return r;
+    },
+    activity: (id, e) => m.recordActivity(id, e),
+  };
+  gateway = await createGateway({
+    backend,
+    tokens,
+    tls:
+      config.tlsCertFile && config.tlsKeyFile
+        ? { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile }
+        : { dir: join(dataDir.root, 'tls') },
+    domain: config.domain,
+    log: createLogger('gateway'),
+  });
+  await gateway.listen(
+    config.gatewayPort,
+    config.gatewayHost,
+    config.gatewayPlaintextPort !== undefined ? { plaintextPort: config.gatewayPlaintextPort } : {},
+  );
+  gatewayPort = gateway.address().port;
+
+  const lookupSecret = async (id: string) => (await store.apiKeys.get(id))?.secretAccessKey;
+  const api = createApiServer({
+    handlers: createHandlers({ images, microvms: m, baseDisk: artifacts.baseDisk }),
+    lookupSecret,
+    region: config.region,
+    logger: createLogger('api'),
+  });
+  const ext = extensionRoutes({
+    verifier: new SigV4Verifier({ region: config.region, lookupSecret }),
+    images,
+    microvms: m,
+    engine,
+  });
+  const listener: RequestListener = (req, res) => {
+    void ext(req, res).then((handled) => {
+      if (!handled) api(req, res);
+    });
+  };
+  const apiServer = await listenApiServer(listener, { host: config.apiHost, port: config.apiPort });
+  const credentials = await bootstrapKey(store, dataDir, apiServer.url, config.region);
+  m.start();
+  log.info('hearth is serving', {
+    api: apiServer.url,
+    gateway: `https://*.${config.domain}:${gatewayPort}`,
+    accel: artifacts.accel.accel,
+  });
+
+  let stopped = false;
+  return {
+    config: { ...config, apiPort: apiServer.port, gatewayPort },
+    apiUrl: apiServer.url,
+    gateway,
+    engine,
+    store,
+    images,
+    microvms: m,
+    credentials,
+    async stop(opts = {}) {
+      if (stopped) return;
+      stopped = true;
+      await apiServer.close();
+      await gateway!.close();
+      await m.close();
+      await images.close();
+      await engine.close({ leaveRunning: opts.leaveVmsRunning ?? false });
+      await store.close();
+    },
+  };
+}
+
+/** `hearth serve`: flags override the environment and the config file. */
+export async function serveMain(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      'data-dir': { type: 'string' },
+      'api-host': { type: 'string' },
+      'api-port': { type: 'string' },
+      'gateway-host': { type: 'string' },
+      'gateway-port': { type: 'string' },
+      domain: { type: 'string' },
+      accelerator: { type: 'string' },
+      'min-idle-seconds': { type: 'string' },
+      'max-microvms': { type: 'string' },
+    },
+  });
+  const config = await loadServerConfig({
+    ...(values.config ? { file: values.config } : {}),
+    flags: {
+      dataDir: values['data-dir'],
+      apiHost: values['api-host'],
+      apiPort: values['api-port'],
+      gatewayHost: values['gateway-host'],
+      gatewayPort: values['gateway-port'],
+      domain: values.domain,
+      accelerator: values.accelerator,
+      minIdleSeconds: values['min-idle-seconds'],
+      maxMicrovms: values['max-microvms'],
+    },
+  });
+  const server = await startServer(config);
+  process.stdout.write(
+    `hearth serving: API ${server.apiUrl}, endpoints https://<microvm-id>.${config.domain}:${server.config.gatewayPort}\n`,
+  );
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  log.info('stopping; running microVMs keep running and are adopted at the next start');
+  await server.stop({ leaveVmsRunning: true });
+  return 0;
+}
