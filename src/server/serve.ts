@@ -159,6 +159,7 @@ export async function startServer(config: ServerConfig): Promise<HearthServer> {
   let gatewayPort = config.gatewayPort;
   // eslint-disable-next-line prefer-const -- assigned after the services that call it exist
   let gateway: Gateway | undefined;
+  // eslint-disable-next-line prefer-const -- the image service needs it before it exists
   let microvms: MicrovmService | undefined;
   const images = new ImageService({
     store,
