@@ -5,7 +5,7 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createHandlers } from '../api/handlers.js';
-import { createApiServer, listenApiServer } from '../api/server.js';
+import { createApiServer, listenApiServer, type ResponseEvent } from '../api/server.js';
 import { SigV4Verifier } from '../api/sigv4.js';
 import { ApiError, toApiError } from '../api/errors.js';
 import { Buildah } from '../builder/buildah.js';
@@ -142,7 +142,12 @@ function extensionRoutes(o: {
 }
 
 /** Starts Hearth: sets the host up if needed, opens everything, recovers, then listens. */
-export async function startServer(config: ServerConfig): Promise<HearthServer> {
+export interface StartOptions {
+  /** Sees every API response (tests check them against the OpenAPI document). */
+  onApiResponse?: (e: ResponseEvent) => void;
+}
+
+export async function startServer(config: ServerConfig, opts: StartOptions = {}): Promise<HearthServer> {
   const dataDir = new DataDir(config.dataDir);
   const artifacts = await setupHost(dataDir, { accelerator: config.accelerator });
   const engine = await Engine.open({
@@ -241,6 +246,9 @@ export async function startServer(config: ServerConfig): Promise<HearthServer> {
     lookupSecret,
     region: config.region,
     logger: createLogger('api'),
+    // RunMicrovm on an image with no ACTIVE version answers 404 "No active version found", as AWS does.
+    errorCodes: { IMAGE_NO_ACTIVE_VERSION: 'ResourceNotFoundException' },
+    ...(opts.onApiResponse ? { onResponse: opts.onApiResponse } : {}),
   });
   const ext = extensionRoutes({
     verifier: new SigV4Verifier({ region: config.region, lookupSecret }),
