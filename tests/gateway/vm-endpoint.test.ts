@@ -1,0 +1,113 @@
+import { connect } from 'node:http2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CreateMicrovmImageCommand,
+  GetMicrovmCommand,
+  RunMicrovmCommand,
+  SuspendMicrovmCommand,
+  TerminateMicrovmCommand,
+  createEndpointToken,
+  waitForImageVersion,
+  waitForMicrovm,
+} from '../../src/sdk/index.js';
+import { BASE_ARN, fixtureImage } from '../helpers/images.js';
+import { callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
+
+const IMAGE = `gw-${Date.now().toString(36)}`;
+
+describe('microVM endpoints through the gateway, with real VMs', () => {
+  let t: TestServer;
+
+  beforeAll(async () => {
+    t = await startTestServer();
+    await t.client.send(
+      new CreateMicrovmImageCommand({
+        name: IMAGE,
+        codeArtifact: { uri: fixtureImage('lifecycle') },
+        baseImageArn: BASE_ARN,
+        buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
+        resources: [{ minimumMemoryInMiB: 512 }],
+      }),
+    );
+    expect((await waitForImageVersion(t.client, IMAGE, '1.0')).state).toBe('SUCCESSFUL');
+  });
+
+  afterAll(async () => {
+    await t.stop();
+  });
+
+  async function launch(autoResumeEnabled: boolean) {
+    const run = await t.client.send(
+      new RunMicrovmCommand({ imageIdentifier: IMAGE, idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled } }),
+    );
+    const vm = await waitForMicrovm(t.client, run.microvmId!, ['RUNNING']);
+    return { id: vm.microvmId!, endpoint: vm.endpoint!, token: await createEndpointToken(t.client, vm.microvmId!) };
+  }
+
+  it('100 concurrent requests to a SUSPENDED microVM cause exactly one resume, and all are answered', async () => {
+    const vm = await launch(true);
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: vm.id }));
+    const engine = t.server.engine;
+    const original = engine.resume.bind(engine);
+    let resumes = 0;
+    engine.resume = async (id: string) => {
+      resumes++;
+      return original(id);
+    };
+    try {
+      const results = await Promise.all(Array.from({ length: 100 }, () => callEndpoint(t, vm.endpoint, { token: vm.token })));
+      expect(results.map((r) => r.status)).toEqual(Array(100).fill(200));
+      const counts = results.map((r) => (JSON.parse(r.body) as { count: number }).count).sort((a, b) => a - b);
+      expect(new Set(counts).size).toBe(100); // one process served them all, in memory
+      expect(resumes).toBe(1);
+    } finally {
+      engine.resume = original;
+    }
+    expect((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: vm.id }))).state).toBe('RUNNING');
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.id }));
+  });
+
+  it('a request that arrives while the microVM is SUSPENDING waits and is delivered after a resume', async () => {
+    const vm = await launch(true);
+    const suspending = t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: vm.id }));
+    await new Promise((r) => setTimeout(r, 20));
+    const r = await callEndpoint(t, vm.endpoint, { token: vm.token });
+    await suspending;
+    expect(r.status).toBe(200);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.id }));
+  });
+
+  it('without autoResume, a SUSPENDED microVM answers 409 with a code saying so', async () => {
+    const vm = await launch(false);
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: vm.id }));
+    const r = await callEndpoint(t, vm.endpoint, { token: vm.token });
+    expect(r.status).toBe(409);
+    expect(JSON.parse(r.body)).toMatchObject({ code: 'MICROVM_SUSPENDED' });
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.id }));
+  });
+
+  it('serves HTTP/2 clients, and a port outside the token is refused', async () => {
+    const vm = await launch(true);
+    const [host, port] = vm.endpoint.split(':') as [string, string];
+    const session = connect(`https://127.0.0.1:${port}`, { ca: t.ca, servername: host });
+    try {
+      const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = session.request({ ':path': '/', ':authority': vm.endpoint, 'x-hearth-proxy-auth': vm.token });
+        let status = 0;
+        let body = '';
+        req.on('response', (h) => (status = Number(h[':status'])));
+        req.on('data', (c: Buffer) => (body += c.toString()));
+        req.on('end', () => resolve({ status, body }));
+        req.on('error', reject);
+        req.end();
+      });
+      expect(status).toBe(200);
+      expect(JSON.parse(body)).toHaveProperty('count');
+    } finally {
+      session.close();
+    }
+    const wrongPort = await callEndpoint(t, vm.endpoint, { token: vm.token, port: 9000 });
+    expect(wrongPort.status).toBe(403);
+    await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.id }));
+  });
+});
