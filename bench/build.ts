@@ -20,7 +20,10 @@ import { Engine } from '../src/vmm/engine.js';
 import { round } from './stats.js';
 
 export async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { 'data-dir': { type: 'string' }, memory: { type: 'string', default: '512' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { 'data-dir': { type: 'string' }, memory: { type: 'string', default: '512' } },
+  });
   const dataDir = values['data-dir'] ? new DataDir(values['data-dir']) : DataDir.fromEnv();
   await setupHost(dataDir);
   const engine = await Engine.open({ dataDir });
@@ -48,12 +51,15 @@ export async function main(argv: string[]): Promise<void> {
     const b1 = await images.waitForBuild(first.build.id);
     const buildS = (performance.now() - t) / 1000;
     if (b1.buildState !== 'SUCCESSFUL') throw new Error(`build failed: ${b1.failureCode}: ${b1.stateReason}`);
-    say(`build (every step, base cached)   ${buildS.toFixed(1)} s   memory snapshot ${(b1.snapshotMemorySizeInBytes! / 2 ** 20).toFixed(1)} MiB`);
+    say(
+      `build (every step, base cached)   ${buildS.toFixed(1)} s   memory snapshot ${(b1.snapshotMemorySizeInBytes! / 2 ** 20).toFixed(1)} MiB`,
+    );
     t = performance.now();
     const second = await images.updateImage(spec);
     const b2 = await images.waitForBuild(second.build.id);
     const rebuildS = (performance.now() - t) / 1000;
-    if (b2.buildState !== 'SUCCESSFUL') throw new Error(`rebuild failed: ${b2.failureCode}: ${b2.stateReason}`);
+    if (b2.buildState !== 'SUCCESSFUL')
+      throw new Error(`rebuild failed: ${b2.failureCode}: ${b2.stateReason}`);
     say(`unchanged rebuild (layer cache)   ${rebuildS.toFixed(1)} s`);
     say(
       JSON.stringify({

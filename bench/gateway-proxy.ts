@@ -268,7 +268,7 @@ async function runNode(t: Target, connections: number, durationS: number): Promi
   };
 }
 
-export async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[], opts: { quiet?: boolean } = {}): Promise<Record<string, unknown>> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -351,7 +351,8 @@ export async function main(argv: string[]): Promise<void> {
       duration_s: durationS,
       load_generator: useWrk ? 'wrk' : 'node',
     };
-    say(JSON.stringify(summary));
+    if (!opts.quiet) say(JSON.stringify(summary));
+    return summary;
   } finally {
     for (const c of children) {
       c.stdin?.end();

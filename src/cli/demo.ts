@@ -19,15 +19,31 @@ const IMAGE = 'flask-demo';
 const IDLE_S = 5;
 
 /** GET https://<endpoint>/ with the token, trusting Hearth's local CA (the name resolves to loopback). */
-async function callEndpoint(endpoint: string, token: string, ca: string): Promise<{ status: number; body: string; ms: number }> {
+async function callEndpoint(
+  endpoint: string,
+  token: string,
+  ca: string,
+): Promise<{ status: number; body: string; ms: number }> {
   const [host, port] = endpoint.split(':') as [string, string];
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', servername: host, port: Number(port), path: '/', headers: { host: endpoint, 'x-hearth-proxy-auth': token }, ca }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim(), ms: Math.round(performance.now() - t0) }));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        servername: host,
+        port: Number(port),
+        path: '/',
+        headers: { host: endpoint, 'x-hearth-proxy-auth': token },
+        ca,
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, body: body.trim(), ms: Math.round(performance.now() - t0) }),
+        );
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -40,12 +56,21 @@ async function callEndpoint(endpoint: string, token: string, ca: string): Promis
  */
 export async function runDemo(dataDir: DataDir, opts: { exitWhenDone: boolean }): Promise<number> {
   const say = (s: string) => process.stdout.write(s + '\n');
-  const config = await loadServerConfig({ flags: { dataDir: dataDir.root, minIdleSeconds: Math.min(IDLE_S, Number(process.env.HEARTH_MIN_IDLE_SECONDS ?? IDLE_S)) } });
+  const config = await loadServerConfig({
+    flags: {
+      dataDir: dataDir.root,
+      minIdleSeconds: Math.min(IDLE_S, Number(process.env.HEARTH_MIN_IDLE_SECONDS ?? IDLE_S)),
+    },
+  });
   const server = await startServer(config);
   try {
     const client = hearthClient({ endpoint: server.apiUrl, region: config.region, ...server.credentials });
-    say(`Hearth is serving: API ${server.apiUrl}, endpoints https://<microvm-id>.${config.domain}:${server.config.gatewayPort}`);
-    const existing = await client.send(new GetMicrovmImageCommand({ imageIdentifier: IMAGE })).catch(() => undefined);
+    say(
+      `Hearth is serving: API ${server.apiUrl}, endpoints https://<microvm-id>.${config.domain}:${server.config.gatewayPort}`,
+    );
+    const existing = await client
+      .send(new GetMicrovmImageCommand({ imageIdentifier: IMAGE }))
+      .catch(() => undefined);
     if (!existing?.latestActiveImageVersion) {
       say(`building examples/flask into image '${IMAGE}' (buildah, then boot, ready, snapshot)...`);
       const t0 = Date.now();
@@ -69,7 +94,11 @@ export async function runDemo(dataDir: DataDir, opts: { exitWhenDone: boolean })
     const run = await client.send(
       new RunMicrovmCommand({
         imageIdentifier: IMAGE,
-        idlePolicy: { maxIdleDurationSeconds: IDLE_S, suspendedDurationSeconds: 3600, autoResumeEnabled: true },
+        idlePolicy: {
+          maxIdleDurationSeconds: IDLE_S,
+          suspendedDurationSeconds: 3600,
+          autoResumeEnabled: true,
+        },
       }),
     );
     const vm = await waitForMicrovm(client, run.microvmId!, ['RUNNING']);
@@ -83,11 +112,17 @@ export async function runDemo(dataDir: DataDir, opts: { exitWhenDone: boolean })
     await waitForMicrovm(client, vm.microvmId!, ['SUSPENDED'], { timeoutMs: 60_000 });
     say(`  SUSPENDED after ${((Date.now() - t0) / 1000).toFixed(1)} s idle: no QEMU process, no RAM held`);
     const again = await callEndpoint(vm.endpoint!, token, ca);
-    say(`  GET https://${vm.endpoint}/ -> ${again.status} ${again.body}  (${again.ms} ms, resumed on request)`);
+    say(
+      `  GET https://${vm.endpoint}/ -> ${again.status} ${again.body}  (${again.ms} ms, resumed on request)`,
+    );
     if (opts.exitWhenDone) return first.status === 200 && again.status === 200 ? 0 : 1;
     say(`\nTry it (the CA is ${server.gateway.caFile}):`);
-    say(`  curl --cacert ${server.gateway.caFile} -H 'X-Hearth-Proxy-Auth: ${token}' https://${vm.endpoint}/`);
-    say(`  node ${join(packageRoot(), 'dist', 'cli', 'main.js')} ls      # the CLI reads ${join(dataDir.root, 'api-credentials.json')}`);
+    say(
+      `  curl --cacert ${server.gateway.caFile} -H 'X-Hearth-Proxy-Auth: ${token}' https://${vm.endpoint}/`,
+    );
+    say(
+      `  node ${join(packageRoot(), 'dist', 'cli', 'main.js')} ls      # the CLI reads ${join(dataDir.root, 'api-credentials.json')}`,
+    );
     say('Ctrl-C stops the server (microVMs keep running and are adopted at the next start).');
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);

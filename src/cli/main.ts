@@ -8,13 +8,6 @@ import { API_COMMANDS, CliUsageError, connectionFactory, type ApiCommand } from 
 import { runDemo } from './demo.js';
 import type { OutputMode } from './format.js';
 
-// The AWS SDK warns on Node 20 about its future releases; it says nothing about this one.
-const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  if (String(typeof warning === 'string' ? warning : warning.message).includes('AWS SDK for JavaScript')) return;
-  (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
-}) as typeof process.emitWarning;
-
 const LOCAL_COMMANDS = `
 Host and server:
   setup [--accelerator auto|kvm|tcg]     prepare this host (packages, guest kernel, base image); idempotent

@@ -1,4 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { cpus } from 'node:os';
+import { Semaphore } from '../util/semaphore.js';
 import { callHook, type HookName } from '../hooks/hook-client.js';
 import type { Store } from '../store/database.js';
 import type { Page } from '../store/pagination.js';
@@ -47,6 +49,11 @@ export interface MicrovmLimits {
   checkIntervalMs: number;
   /** Timeout of a runtime hook whose configuration gives none, seconds. */
   defaultHookTimeoutS: number;
+  /**
+   * Launches and resumes that restore VMs at once; the others wait their turn. Restores are
+   * CPU-bound (above all under TCG): running a few at a time finishes each sooner than running all.
+   */
+  maxConcurrentRestores: number;
 }
 
 export const DEFAULT_MICROVM_LIMITS: MicrovmLimits = {
@@ -57,6 +64,7 @@ export const DEFAULT_MICROVM_LIMITS: MicrovmLimits = {
   terminatedRetentionSeconds: 3_600, // 1 hour
   checkIntervalMs: 1_000,
   defaultHookTimeoutS: 10,
+  maxConcurrentRestores: Math.max(2, cpus().length),
 };
 
 /** What a token for a microVM's endpoint may reach. */
@@ -120,6 +128,7 @@ export class MicrovmService {
   private readonly activityState = new Map<string, { last: number; streams: number }>();
   private readonly busy = new Set<string>();
   private readonly capacity = new Mutex();
+  private readonly restores: Semaphore;
   private readonly versions = new Map<string, ImageVersionRecord>();
   private readonly records = new Map<string, MicrovmRecord>();
   private timer: NodeJS.Timeout | undefined;
@@ -128,6 +137,7 @@ export class MicrovmService {
 
   constructor(private readonly o: MicrovmServiceOptions) {
     this.limits = { ...DEFAULT_MICROVM_LIMITS, ...o.limits };
+    this.restores = new Semaphore(this.limits.maxConcurrentRestores);
   }
 
   private now(): number {
@@ -326,7 +336,7 @@ export class MicrovmService {
       try {
         await faultPoint('core.launch.before-clone');
         const template = await this.o.engine.template(version.id);
-        const vm = await this.o.engine.clone(template, { vmId: id });
+        const vm = await this.restores.run(() => this.o.engine.clone(template, { vmId: id }));
         await faultPoint('core.launch.after-clone');
         const r = await this.hook(vm, version, 'run', {
           microvmId: id,
@@ -460,7 +470,7 @@ export class MicrovmService {
     await faultPoint('core.resume.before-engine');
     let vm: MicroVm;
     try {
-      vm = await this.o.engine.resume(id);
+      vm = await this.restores.run(() => this.o.engine.resume(id));
     } catch (e) {
       const code = (e as { code?: string }).code;
       if (code === 'VMM_SNAPSHOT_CORRUPT' || code === 'VMM_SNAPSHOT_INCOMPATIBLE') {

@@ -80,8 +80,26 @@ export async function loadConnection(env: NodeJS.ProcessEnv = process.env): Prom
   );
 }
 
+let warningFiltered = false;
+
+/**
+ * The AWS SDK warns on Node 20 that its releases after January 2027 will need Node 22; that says
+ * nothing about this release, and would be noise in every CLI command.
+ */
+function filterSdkNodeWarning(): void {
+  if (warningFiltered) return;
+  warningFiltered = true;
+  const emit = process.emitWarning.bind(process) as (w: string | Error, ...r: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    if (String(typeof warning === 'string' ? warning : warning.message).includes('AWS SDK for JavaScript'))
+      return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 /** The official client, configured for Hearth. */
 export function hearthClient(c: HearthConnection): LambdaMicrovmsClient {
+  filterSdkNodeWarning();
   return new LambdaMicrovmsClient({
     endpoint: c.endpoint,
     region: c.region,

@@ -14,7 +14,8 @@ export async function applyRestoreHygiene(
   vm: MicroVm,
   opts: { thaw: boolean; timeoutMs?: number },
 ): Promise<void> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
+  // Generous: on a host busy launching many VMs (TCG, few cores) the guest can take seconds to answer.
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   const control = await vm.control(timeoutMs);
   await control.fixup(
     {

@@ -25,7 +25,8 @@ describe('the hearth CLI', () => {
           },
           timeout: 600_000,
         },
-        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       );
     });
   }
@@ -39,7 +40,16 @@ describe('the hearth CLI', () => {
   });
 
   it('builds an image with the live build log, then lists it (hearth build, hearth images)', async () => {
-    const r = await hearth('build', fixtureImage('lifecycle'), '--name', image, '--memory', '512', '--hooks', '{"port":9000,"microvmImageHooks":{"ready":"ENABLED"}}');
+    const r = await hearth(
+      'build',
+      fixtureImage('lifecycle'),
+      '--name',
+      image,
+      '--memory',
+      '512',
+      '--hooks',
+      '{"port":9000,"microvmImageHooks":{"ready":"ENABLED"}}',
+    );
     expect(r.code).toBe(0);
     expect(r.stderr).toContain('STEP 1/3: FROM hearth/base:bookworm'); // the build log, live
     expect(r.stderr).toMatch(/\[hearth\] build finished in/);

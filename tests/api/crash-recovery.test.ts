@@ -24,8 +24,13 @@ const CHILD = join(import.meta.dirname, '..', 'fixtures', 'scripts', 'server-chi
 const IMAGE = `recovery-${Date.now().toString(36)}`;
 
 /** Starts a server child that SIGKILLs itself at `fault`; returns its client and exit promise. */
-async function serverThatCrashesAt(fault: string): Promise<{ client: LambdaMicrovmsClient; exited: Promise<unknown> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, HEARTH_FAULT: fault, HEARTH_LOG_LEVEL: 'warn' } });
+async function serverThatCrashesAt(
+  fault: string,
+): Promise<{ client: LambdaMicrovmsClient; exited: Promise<unknown> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, HEARTH_FAULT: fault, HEARTH_LOG_LEVEL: 'warn' },
+  });
   const exited = new Promise((r) => child.on('exit', r));
   for await (const line of createInterface({ input: child.stdout! })) {
     if (line.startsWith('ready ')) {

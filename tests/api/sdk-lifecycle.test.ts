@@ -33,7 +33,12 @@ import { callEndpoint, startTestServer, type TestServer } from '../helpers/serve
 const HOOKS = {
   port: 9000,
   microvmImageHooks: { ready: 'ENABLED' as const, readyTimeoutInSeconds: 60 },
-  microvmHooks: { run: 'ENABLED' as const, resume: 'ENABLED' as const, suspend: 'ENABLED' as const, terminate: 'ENABLED' as const },
+  microvmHooks: {
+    run: 'ENABLED' as const,
+    resume: 'ENABLED' as const,
+    suspend: 'ENABLED' as const,
+    terminate: 'ENABLED' as const,
+  },
 };
 
 describe('the API through the official AWS SDK client', () => {
@@ -65,15 +70,23 @@ describe('the API through the official AWS SDK client', () => {
   });
 
   it('describes images, versions, builds (with snapshot sizes) and the managed base images', async () => {
-    expect(await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: imageArn }))).toMatchObject({ name, state: 'CREATED', latestActiveImageVersion: '1.0' });
+    expect(await t.client.send(new GetMicrovmImageCommand({ imageIdentifier: imageArn }))).toMatchObject({
+      name,
+      state: 'CREATED',
+      latestActiveImageVersion: '1.0',
+    });
     const list = await t.client.send(new ListMicrovmImagesCommand({ nameFilter: name }));
     expect(list.items?.map((i) => i.name)).toEqual([name]);
     const versions = await t.client.send(new ListMicrovmImageVersionsCommand({ imageIdentifier: name }));
     expect(versions.items?.[0]).toMatchObject({ imageVersion: '1.0', state: 'SUCCESSFUL', status: 'ACTIVE' });
     expect(versions.items?.[0]?.createdAt).toBeInstanceOf(Date);
-    const builds = await t.client.send(new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: '1.0' }));
+    const builds = await t.client.send(
+      new ListMicrovmImageBuildsCommand({ imageIdentifier: name, imageVersion: '1.0' }),
+    );
     const buildId = builds.items![0]!.buildId!;
-    const build = await t.client.send(new GetMicrovmImageBuildCommand({ imageIdentifier: name, imageVersion: '1.0', buildId }));
+    const build = await t.client.send(
+      new GetMicrovmImageBuildCommand({ imageIdentifier: name, imageVersion: '1.0', buildId }),
+    );
     expect(build.buildState).toBe('SUCCESSFUL');
     expect(build.snapshotBuild?.memorySnapshotSizeInBytes).toBeGreaterThan(1 << 20);
     const managed = await t.client.send(new ListManagedMicrovmImagesCommand({}));
@@ -84,20 +97,35 @@ describe('the API through the official AWS SDK client', () => {
 
   it('tags images', async () => {
     await t.client.send(new TagResourceCommand({ Resource: imageArn, Tags: { stage: 'test' } }));
-    expect((await t.client.send(new ListTagsCommand({ Resource: imageArn }))).Tags).toEqual({ team: 'hearth', stage: 'test' });
+    expect((await t.client.send(new ListTagsCommand({ Resource: imageArn }))).Tags).toEqual({
+      team: 'hearth',
+      stage: 'test',
+    });
     await t.client.send(new UntagResourceCommand({ Resource: imageArn, TagKeys: ['team'] }));
-    expect((await t.client.send(new ListTagsCommand({ Resource: imageArn }))).Tags).toEqual({ stage: 'test' });
+    expect((await t.client.send(new ListTagsCommand({ Resource: imageArn }))).Tags).toEqual({
+      stage: 'test',
+    });
   });
 
   it('runs a microVM through its whole lifecycle, reached through its HTTPS endpoint with a token', async () => {
-    const run = await t.client.send(new RunMicrovmCommand({ imageIdentifier: imageArn, runHookPayload: 'hello' }));
-    expect(run).toMatchObject({ state: 'PENDING', imageArn, imageVersion: '1.0', maximumDurationInSeconds: 28_800 });
+    const run = await t.client.send(
+      new RunMicrovmCommand({ imageIdentifier: imageArn, runHookPayload: 'hello' }),
+    );
+    expect(run).toMatchObject({
+      state: 'PENDING',
+      imageArn,
+      imageVersion: '1.0',
+      maximumDurationInSeconds: 28_800,
+    });
     expect(run.startedAt).toBeInstanceOf(Date);
     const id = run.microvmId!;
     const vm = await waitForMicrovm(t.client, id, ['RUNNING']);
     expect(vm.endpoint).toBe(`${id}.microvm.localhost:${t.server.config.gatewayPort}`);
     const token = await createEndpointToken(t.client, id);
-    const state = JSON.parse((await callEndpoint(t, vm.endpoint!, { token, path: '/state' })).body) as { payload: string; hooks: string[] };
+    const state = JSON.parse((await callEndpoint(t, vm.endpoint!, { token, path: '/state' })).body) as {
+      payload: string;
+      hooks: string[];
+    };
     expect(state.payload).toBe('hello');
     expect((await callEndpoint(t, vm.endpoint!)).status).toBe(403); // no token
 
@@ -115,16 +143,25 @@ describe('the API through the official AWS SDK client', () => {
     expect(gone.terminatedAt).toBeInstanceOf(Date);
     const after = await callEndpoint(t, vm.endpoint!, { token });
     expect(after.status).toBe(410); // tokens die with their VM
-    await expect(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }))).rejects.toBeInstanceOf(ConflictException);
+    await expect(t.client.send(new ResumeMicrovmCommand({ microvmIdentifier: id }))).rejects.toBeInstanceOf(
+      ConflictException,
+    );
   });
 
   it('lists microVMs page by page', async () => {
     const ids = [];
-    for (let i = 0; i < 3; i++) ids.push((await t.client.send(new RunMicrovmCommand({ imageIdentifier: name }))).microvmId!);
+    for (let i = 0; i < 3; i++)
+      ids.push((await t.client.send(new RunMicrovmCommand({ imageIdentifier: name }))).microvmId!);
     const seen: string[] = [];
     let nextToken: string | undefined;
     do {
-      const page = await t.client.send(new ListMicrovmsCommand({ imageIdentifier: name, maxResults: 1, ...(nextToken ? { nextToken } : {}) }));
+      const page = await t.client.send(
+        new ListMicrovmsCommand({
+          imageIdentifier: name,
+          maxResults: 1,
+          ...(nextToken ? { nextToken } : {}),
+        }),
+      );
       expect(page.items!.length).toBeLessThanOrEqual(1);
       seen.push(...page.items!.map((i) => i.microvmId!));
       nextToken = page.nextToken;
@@ -137,8 +174,12 @@ describe('the API through the official AWS SDK client', () => {
   });
 
   it('replays a RunMicrovm with the same clientToken', async () => {
-    const a = await t.client.send(new RunMicrovmCommand({ imageIdentifier: name, clientToken: `ct-${name}` }));
-    const b = await t.client.send(new RunMicrovmCommand({ imageIdentifier: name, clientToken: `ct-${name}` }));
+    const a = await t.client.send(
+      new RunMicrovmCommand({ imageIdentifier: name, clientToken: `ct-${name}` }),
+    );
+    const b = await t.client.send(
+      new RunMicrovmCommand({ imageIdentifier: name, clientToken: `ct-${name}` }),
+    );
     expect(b.microvmId).toBe(a.microvmId);
     await waitForMicrovm(t.client, a.microvmId!, ['RUNNING']);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: a.microvmId! }));
@@ -149,21 +190,41 @@ describe('the API through the official AWS SDK client', () => {
     await expect(run({ maximumDurationInSeconds: 28_801 })).rejects.toThrow(/less than or equal to 28800/);
     await expect(run({ runHookPayload: 'x'.repeat(4097) })).rejects.toBeInstanceOf(ValidationException);
     await expect(
-      run({ idlePolicy: { maxIdleDurationSeconds: 0, suspendedDurationSeconds: 1, autoResumeEnabled: true } }),
+      run({
+        idlePolicy: { maxIdleDurationSeconds: 0, suspendedDurationSeconds: 1, autoResumeEnabled: true },
+      }),
     ).rejects.toBeInstanceOf(ValidationException);
     await expect(
-      t.client.send(new CreateMicrovmAuthTokenCommand({ microvmIdentifier: 'microvm-x', expirationInMinutes: 61, allowedPorts: [{ port: 8080 }] })),
+      t.client.send(
+        new CreateMicrovmAuthTokenCommand({
+          microvmIdentifier: 'microvm-x',
+          expirationInMinutes: 61,
+          allowedPorts: [{ port: 8080 }],
+        }),
+      ),
     ).rejects.toThrow(/less than or equal to 60/);
-    await expect(hearthRequest(t.connection, 'POST', '/2025-09-09/microvms', { imageIdentifier: name, colour: 'blue' })).rejects.toThrow(/colour/);
-    await expect(t.client.send(new GetMicrovmCommand({ microvmIdentifier: 'microvm-does-not-exist' }))).rejects.toBeInstanceOf(ResourceNotFoundException);
+    await expect(
+      hearthRequest(t.connection, 'POST', '/2025-09-09/microvms', { imageIdentifier: name, colour: 'blue' }),
+    ).rejects.toThrow(/colour/);
+    await expect(
+      t.client.send(new GetMicrovmCommand({ microvmIdentifier: 'microvm-does-not-exist' })),
+    ).rejects.toBeInstanceOf(ResourceNotFoundException);
   });
 
   it('answers 404 "No active version found" when no version is ACTIVE', async () => {
-    await t.client.send(new UpdateMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: '1.0', status: 'INACTIVE' }));
+    await t.client.send(
+      new UpdateMicrovmImageVersionCommand({
+        imageIdentifier: name,
+        imageVersion: '1.0',
+        status: 'INACTIVE',
+      }),
+    );
     await expect(t.client.send(new RunMicrovmCommand({ imageIdentifier: name }))).rejects.toSatisfy(
       (e: Error) => e instanceof ResourceNotFoundException && /No active version found/.test(e.message),
     );
-    await t.client.send(new UpdateMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: '1.0', status: 'ACTIVE' }));
+    await t.client.send(
+      new UpdateMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: '1.0', status: 'ACTIVE' }),
+    );
   });
 
   it('answered every request as the OpenAPI document says', () => {

@@ -64,7 +64,10 @@ describe('Dockerfile features', () => {
       env: { APP_PORT: '8080', MODE: 'image env', EXTRA: 'from the image config' },
     });
     // RUN steps ran in a user namespace where root is not host root (fail closed).
-    const map = (r.build_uid_map as string).trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+    const map = (r.build_uid_map as string)
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).map(Number));
     const rootLine = map.find(([inside]) => inside === 0);
     expect(rootLine).toBeDefined();
     expect(rootLine![1]).not.toBe(0);

@@ -18,8 +18,16 @@ import { leftovers, NOTHING_LEFT } from '../helpers/vm.js';
 const CHILD = join(import.meta.dirname, '..', 'fixtures', 'scripts', 'build-child.ts');
 
 /** Starts a build in a child process and SIGKILLs that process once the build reaches `phase`. */
-async function buildAndKillAt(dbFile: string, name: string, source: string, phase: RegExp, delayMs: number): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dbFile, name, source], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function buildAndKillAt(
+  dbFile: string,
+  name: string,
+  source: string,
+  phase: RegExp,
+  delayMs: number,
+): Promise<void> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dbFile, name, source], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const exited = new Promise((r) => child.on('exit', r));
   const lines = createInterface({ input: child.stdout! });
   for await (const line of lines) {
@@ -38,7 +46,8 @@ async function builderProcesses(storageRoot: string): Promise<number[]> {
     if (!/^\d+$/.test(d)) continue;
     const st = await stat(`/proc/${d}`).catch(() => undefined);
     if (st?.uid !== uid) continue;
-    if ((await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).includes(storageRoot)) pids.push(Number(d));
+    if ((await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).includes(storageRoot))
+      pids.push(Number(d));
   }
   return pids;
 }
@@ -58,7 +67,14 @@ describe('a build killed midway', () => {
       const engine = await Engine.open({ dataDir });
       const store = await openStore(`sqlite:${dbFile}`);
       const buildah = new Buildah(dataDir.builderDir);
-      const images = new ImageService({ store, engine, buildah, dataDir, log: createLogger('test'), arnPrefix: ARN_PREFIX });
+      const images = new ImageService({
+        store,
+        engine,
+        buildah,
+        dataDir,
+        log: createLogger('test'),
+        arnPrefix: ARN_PREFIX,
+      });
       try {
         await images.recover();
         const version = await images.getVersion(name, '1.0');

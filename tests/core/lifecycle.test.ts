@@ -31,7 +31,11 @@ describe('microVM lifecycle', () => {
     expect(rec.state).toBe('PENDING');
     expect(rec.microvmId).toMatch(/^microvm-[0-9a-f-]{36}$/);
     const running = await waitForState(p, rec.microvmId, 'RUNNING');
-    expect(running).toMatchObject({ imageName: image, imageVersion: '1.0', maximumDurationInSeconds: 28_800 });
+    expect(running).toMatchObject({
+      imageName: image,
+      imageVersion: '1.0',
+      maximumDurationInSeconds: 28_800,
+    });
     const s = await app<AppState>(rec.microvmId, '/state');
     expect(s.hooks).toContain('run');
     expect(s.payload).toBe('{"session":"s-1"}');
@@ -123,12 +127,17 @@ describe('microVM lifecycle', () => {
 
   it('rejects a payload for an image without the run hook, an idle policy below the minimum, and keeps clientToken idempotent', async () => {
     await expect(
-      p.microvms.run({ imageIdentifier: image, idlePolicy: { maxIdleDurationSeconds: 0, suspendedDurationSeconds: 0, autoResumeEnabled: true } }),
+      p.microvms.run({
+        imageIdentifier: image,
+        idlePolicy: { maxIdleDurationSeconds: 0, suspendedDurationSeconds: 0, autoResumeEnabled: true },
+      }),
     ).rejects.toMatchObject({ code: 'VALIDATION', field: 'idlePolicy.maxIdleDurationSeconds' });
     const a = await p.microvms.run({ imageIdentifier: image, clientToken: 'token-1' });
     const b = await p.microvms.run({ imageIdentifier: image, clientToken: 'token-1' });
     expect(b.microvmId).toBe(a.microvmId);
-    await expect(p.microvms.run({ imageIdentifier: image, clientToken: 'token-1', maximumDurationInSeconds: 100 })).rejects.toMatchObject({
+    await expect(
+      p.microvms.run({ imageIdentifier: image, clientToken: 'token-1', maximumDurationInSeconds: 100 }),
+    ).rejects.toMatchObject({
       code: 'IDEMPOTENCY_MISMATCH',
     });
     await waitForState(p, a.microvmId, 'RUNNING');

@@ -38,10 +38,17 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
 
   async function launch(autoResumeEnabled: boolean) {
     const run = await t.client.send(
-      new RunMicrovmCommand({ imageIdentifier: IMAGE, idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled } }),
+      new RunMicrovmCommand({
+        imageIdentifier: IMAGE,
+        idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled },
+      }),
     );
     const vm = await waitForMicrovm(t.client, run.microvmId!, ['RUNNING']);
-    return { id: vm.microvmId!, endpoint: vm.endpoint!, token: await createEndpointToken(t.client, vm.microvmId!) };
+    return {
+      id: vm.microvmId!,
+      endpoint: vm.endpoint!,
+      token: await createEndpointToken(t.client, vm.microvmId!),
+    };
   }
 
   it('100 concurrent requests to a SUSPENDED microVM cause exactly one resume, and all are answered', async () => {
@@ -55,9 +62,13 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
       return original(id);
     };
     try {
-      const results = await Promise.all(Array.from({ length: 100 }, () => callEndpoint(t, vm.endpoint, { token: vm.token })));
+      const results = await Promise.all(
+        Array.from({ length: 100 }, () => callEndpoint(t, vm.endpoint, { token: vm.token })),
+      );
       expect(results.map((r) => r.status)).toEqual(Array(100).fill(200));
-      const counts = results.map((r) => (JSON.parse(r.body) as { count: number }).count).sort((a, b) => a - b);
+      const counts = results
+        .map((r) => (JSON.parse(r.body) as { count: number }).count)
+        .sort((a, b) => a - b);
       expect(new Set(counts).size).toBe(100); // one process served them all, in memory
       expect(resumes).toBe(1);
     } finally {
@@ -92,7 +103,11 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
     const session = connect(`https://127.0.0.1:${port}`, { ca: t.ca, servername: host });
     try {
       const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = session.request({ ':path': '/', ':authority': vm.endpoint, 'x-hearth-proxy-auth': vm.token });
+        const req = session.request({
+          ':path': '/',
+          ':authority': vm.endpoint,
+          'x-hearth-proxy-auth': vm.token,
+        });
         let status = 0;
         let body = '';
         req.on('response', (h) => (status = Number(h[':status'])));

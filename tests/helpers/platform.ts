@@ -23,7 +23,13 @@ export async function openPlatform(limits: Partial<MicrovmLimits> = {}): Promise
     microvms,
     async close() {
       await microvms.close();
-      for (const vm of await h.store.microvms.listByStates(['PENDING', 'RUNNING', 'SUSPENDING', 'SUSPENDED', 'TERMINATING'])) {
+      for (const vm of await h.store.microvms.listByStates([
+        'PENDING',
+        'RUNNING',
+        'SUSPENDING',
+        'SUSPENDED',
+        'TERMINATING',
+      ])) {
         await microvms.terminate(vm.microvmId).catch(() => undefined);
       }
       await h.close();
@@ -38,20 +44,35 @@ export async function buildLifecycleImage(p: Platform, env: Record<string, strin
     hooks: {
       port: 9000,
       microvmImageHooks: { ready: 'ENABLED', readyTimeoutInSeconds: 60 },
-      microvmHooks: { run: 'ENABLED', resume: 'ENABLED', suspend: 'ENABLED', terminate: 'ENABLED', runTimeoutInSeconds: 10 },
+      microvmHooks: {
+        run: 'ENABLED',
+        resume: 'ENABLED',
+        suspend: 'ENABLED',
+        terminate: 'ENABLED',
+        runTimeoutInSeconds: 10,
+      },
     },
   });
-  if (build.buildState !== 'SUCCESSFUL') throw new Error(`lifecycle image build failed: ${build.failureCode}: ${build.stateReason}`);
+  if (build.buildState !== 'SUCCESSFUL')
+    throw new Error(`lifecycle image build failed: ${build.failureCode}: ${build.stateReason}`);
   return name;
 }
 
 /** Polls until the microVM reaches `state` (or fails after `timeoutMs`). */
-export async function waitForState(p: Platform, id: string, state: MicrovmState, timeoutMs = 30_000): Promise<MicrovmRecord> {
+export async function waitForState(
+  p: Platform,
+  id: string,
+  state: MicrovmState,
+  timeoutMs = 30_000,
+): Promise<MicrovmRecord> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const rec = await p.microvms.get(id);
     if (rec.state === state) return rec;
-    if (Date.now() > deadline) throw new Error(`microVM ${id} is ${rec.state} (${rec.stateReason ?? ''}), not ${state}, after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `microVM ${id} is ${rec.state} (${rec.stateReason ?? ''}), not ${state}, after ${timeoutMs} ms`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }

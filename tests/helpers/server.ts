@@ -21,7 +21,15 @@ export interface TestServer {
 export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
   const config = await loadServerConfig({
     env: {},
-    flags: { dataDir: testDataDir().root, apiPort: 0, gatewayPort: 0, gatewayHost: '127.0.0.1', minIdleSeconds: 1, checkIntervalMs: 200, ...overrides },
+    flags: {
+      dataDir: testDataDir().root,
+      apiPort: 0,
+      gatewayPort: 0,
+      gatewayHost: '127.0.0.1',
+      minIdleSeconds: 1,
+      checkIntervalMs: 200,
+      ...overrides,
+    },
   });
   const specViolations: string[] = [];
   const server = await startServer(config, {
@@ -52,7 +60,13 @@ export interface EndpointResponse {
 export function callEndpoint(
   t: TestServer,
   endpoint: string,
-  opts: { token?: string; path?: string; port?: number; method?: string; headers?: Record<string, string> } = {},
+  opts: {
+    token?: string;
+    path?: string;
+    port?: number;
+    method?: string;
+    headers?: Record<string, string>;
+  } = {},
 ): Promise<EndpointResponse> {
   const [host, port] = endpoint.split(':') as [string, string];
   return new Promise((resolve, reject) => {

@@ -10,10 +10,14 @@ const CHILD = join(import.meta.dirname, '..', 'fixtures', 'scripts', 'engine-chi
 
 /** Runs engine-child.ts until it prints "ready", then SIGKILLs it (or lets HEARTH_FAULT do it). */
 async function crashAfterReady(vmId: string, action?: 'suspend', fault?: string): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, inject('counterTemplate'), vmId, ...(action ? [action] : [])], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, ...(fault ? { HEARTH_FAULT: fault } : {}) },
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', CHILD, inject('counterTemplate'), vmId, ...(action ? [action] : [])],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...(fault ? { HEARTH_FAULT: fault } : {}) },
+    },
+  );
   const exited = new Promise((r) => child.on('exit', r));
   for await (const line of createInterface({ input: child.stdout! })) if (line.startsWith('ready ')) break;
   if (!fault) child.kill('SIGKILL');
@@ -52,7 +56,9 @@ describe('a restarted engine adopts VMs left running', () => {
       await engine.revive(vm);
       // A request appends to the disk: it would hang on a frozen filesystem.
       expect((await getJson<{ count: number }>(vm)).count).toBe(TEMPLATE_REQUESTS + 4);
-      expect((await sh(vm, 'tail -n 1 /var/lib/counter/requests.log')).trim()).toBe(String(TEMPLATE_REQUESTS + 4));
+      expect((await sh(vm, 'tail -n 1 /var/lib/counter/requests.log')).trim()).toBe(
+        String(TEMPLATE_REQUESTS + 4),
+      );
       await engine.destroy(vmId);
     } finally {
       await engine.close();
