@@ -75,6 +75,9 @@ function microvmOut(m: MicrovmService, rec: MicrovmRecord): OutputOf<'GetMicrovm
             maxIdleDurationSeconds: v.idlePolicy.maxIdleDurationSeconds,
             suspendedDurationSeconds: v.idlePolicy.suspendedDurationSeconds,
             autoResumeEnabled: v.idlePolicy.autoResumeEnabled,
+            ...(v.idlePolicy.openStreamsCountAsActivity !== undefined
+              ? { openStreamsCountAsActivity: v.idlePolicy.openStreamsCountAsActivity }
+              : {}),
           },
         }
       : {}),

@@ -133,6 +133,10 @@ export const IdlePolicy = struct('IdlePolicy', {
     { doc: 'Seconds a microVM may stay SUSPENDED before it is terminated (0: at once).' },
   ),
   autoResumeEnabled: required(bool(), { doc: 'Resume on the next request while SUSPENDED.' }),
+  openStreamsCountAsActivity: optional(bool(), {
+    hearthExtension: true,
+    doc: 'Hearth extension: whether an open WebSocket, HTTP/2 stream or unfinished request keeps the microVM busy (default true).',
+  }),
 });
 
 const CloudWatchLogging = struct('CloudWatchLogging', {

@@ -90,7 +90,8 @@ const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBL
  * Materialises a code artifact into `destDir` (which must not exist yet; created by this function,
  * parents included) and checks a Dockerfile is at its root. `source` is a local directory, a local
  * .zip file, or a file:// URL of either; http(s)://, s3:// and other schemes are refused with
- * UnsupportedArtifactUriError (they are fetched elsewhere).
+ * UnsupportedArtifactUriError: remote artifacts are first downloaded to a local .zip by fetchArtifact
+ * (artifact-fetch.ts), and that file is then given here, so it gets every check below.
  *
  * The copy keeps regular files (permission bits reduced to 0755 or 0644), directories (0755) and,
  * from a directory source, symlinks whose target stays inside the directory (copied as symlinks).
@@ -146,8 +147,8 @@ function localPathOf(source: string): string {
   return resolve(source);
 }
 
-/** The URI without credentials, query or fragment (presigned URLs carry secrets there). */
-function redactUri(uri: string): string {
+/** The URI without credentials, query or fragment (presigned URLs carry secrets there), for messages. */
+export function redactUri(uri: string): string {
   try {
     const u = new URL(uri);
     return `${u.protocol}//${u.host}${u.pathname}`;
@@ -411,7 +412,8 @@ class Budget {
   }
 }
 
-async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+/** Writes all of `chunk` at the file's current position (FileHandle.write may write less). */
+export async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   let off = 0;
   while (off < chunk.length) {
     const { bytesWritten } = await fh.write(chunk, off, chunk.length - off);

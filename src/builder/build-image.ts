@@ -3,17 +3,29 @@ import { join } from 'node:path';
 import type { DataDir } from '../config/data-dir.js';
 import type { BuildFailureCode, ImageVersionConfig } from '../core/model.js';
 import type { Engine } from '../vmm/engine.js';
-import { intakeArtifact } from './artifact.js';
+import { DEFAULT_ARTIFACT_LIMITS, intakeArtifact, redactUri } from './artifact.js';
+import { fetchArtifact, isRemoteArtifactUri, type S3Settings } from './artifact-fetch.js';
 import { bake } from './bake.js';
 import { BuildFailure } from './build-failure.js';
 import { buildFailureDetail, type Buildah } from './buildah.js';
 import { NoCommandError, workloadFromImage } from './image-config.js';
 import { DiskFullError, imageToDisk } from './rootfs-disk.js';
 
+/** How remote (http(s)://, s3://) code artifacts are fetched; see artifact-fetch.ts. */
+export interface ArtifactFetchSettings {
+  /** Without it (or without its endpoint), s3:// URIs are refused. */
+  s3?: S3Settings;
+  /** Deadline of one download, ms. Default 300 000. */
+  timeoutMs?: number;
+  /** Largest download, bytes. Default DEFAULT_ARTIFACT_LIMITS.maxTotalBytes. */
+  maxBytes?: number;
+}
+
 export interface BuildDeps {
   engine: Engine;
   buildah: Buildah;
   dataDir: DataDir;
+  artifactFetch?: ArtifactFetchSettings;
 }
 
 export interface BuildJob {
@@ -40,6 +52,7 @@ const ARTIFACT_CODES = new Set<string>([
   'ARCHIVE_INVALID',
   'ARCHIVE_TOO_LARGE',
   'ARCHIVE_UNSAFE_ENTRY',
+  'CODE_ARTIFACT_FETCH_FAILED',
   'CODE_ARTIFACT_NOT_FOUND',
   'CODE_ARTIFACT_URI_UNSUPPORTED',
 ]);
@@ -67,15 +80,30 @@ export async function buildImageVersion(deps: BuildDeps, job: BuildJob): Promise
   const { engine, buildah, dataDir } = deps;
   const paths = versionPaths(dataDir, job.versionId);
   const contextDir = join(dataDir.root, 'build-contexts', job.buildId);
+  /** Where a remote artifact is downloaded to; a fixed name, never derived from the URI. */
+  const downloadZip = join(dataDir.root, 'build-contexts', `${job.buildId}.artifact.zip`);
   const say = (s: string) => job.log(`[hearth] ${s}`);
   const t0 = Date.now();
   let ok = false;
   try {
     await mkdir(join(dataDir.root, 'build-contexts'), { recursive: true });
     await rm(contextDir, { recursive: true, force: true });
-    say(`fetching the code artifact ${job.config.codeArtifactUri}`);
+    await rm(downloadZip, { force: true });
+    const uri = job.config.codeArtifactUri;
+    const remote = isRemoteArtifactUri(uri);
+    say(`fetching the code artifact ${remote ? redactUri(uri) : uri}`);
     try {
-      const { files, bytes } = await intakeArtifact(job.config.codeArtifactUri, contextDir);
+      if (remote) {
+        // Downloaded to a local zip first, which then gets every check of a local zip.
+        const f = deps.artifactFetch ?? {};
+        const { bytes } = await fetchArtifact(uri, downloadZip, {
+          ...(f.s3 ? { s3: f.s3 } : {}),
+          maxBytes: f.maxBytes ?? DEFAULT_ARTIFACT_LIMITS.maxTotalBytes,
+          timeoutMs: f.timeoutMs ?? 300_000,
+        });
+        say(`downloaded ${bytes} bytes`);
+      }
+      const { files, bytes } = await intakeArtifact(remote ? downloadZip : uri, contextDir);
       say(`code artifact: ${files} files, ${bytes} bytes`);
     } catch (e) {
       const code = (e as { code?: string }).code;
@@ -87,6 +115,8 @@ export async function buildImageVersion(deps: BuildDeps, job: BuildJob): Promise
         });
       }
       throw e;
+    } finally {
+      await rm(downloadZip, { force: true });
     }
 
     say('building the Dockerfile with buildah (isolation: OCI container in its own user namespace)');
@@ -157,6 +187,7 @@ export async function buildImageVersion(deps: BuildDeps, job: BuildJob): Promise
       : new BuildFailure('INTERNAL_ERROR', (e as Error).message, { cause: e });
   } finally {
     await rm(contextDir, { recursive: true, force: true });
+    await rm(downloadZip, { force: true });
     if (!ok) await removeVersionFiles(deps, job.versionId);
   }
 }

@@ -6,33 +6,66 @@ import { HearthError } from '../errors.js';
  * same way on the build record.
  */
 
-/** The code artifact's path (or the file:// URL's path) does not exist or cannot be read. */
+/**
+ * The code artifact's path (or the file:// URL's path) does not exist or cannot be read, or a remote
+ * artifact's server answered 404 (then `path` is the redacted URI).
+ */
 export class CodeArtifactNotFoundError extends HearthError {
   readonly code = 'CODE_ARTIFACT_NOT_FOUND';
   constructor(
     readonly path: string,
     reason: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; hint?: string },
   ) {
     super(`code artifact ${path} ${reason}`, {
       ...options,
-      hint: 'give the absolute path (or a file:// URL) of a directory or .zip file that exists on the Hearth host and that Hearth can read',
+      hint:
+        options?.hint ??
+        'give the absolute path (or a file:// URL) of a directory or .zip file that exists on the Hearth host and that Hearth can read',
     });
   }
 }
 
-/** The code artifact URI has a scheme the intake does not handle (yet), or is a malformed file:// URL. */
+/**
+ * The code artifact URI has a scheme Hearth does not handle, is malformed, or cannot be fetched with
+ * the server's configuration (an s3:// URI without an S3 endpoint). `uri` is already redacted.
+ */
 export class UnsupportedArtifactUriError extends HearthError {
   readonly code = 'CODE_ARTIFACT_URI_UNSUPPORTED';
   constructor(
     readonly uri: string,
     reason: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; hint?: string },
   ) {
     super(`code artifact URI ${uri}: ${reason}`, {
       ...options,
-      hint: 'give a local path or a file:// URL (file:///absolute/path) of a directory or .zip file on the Hearth host',
+      hint:
+        options?.hint ??
+        'give a local path or a file:// URL (file:///absolute/path) of a directory or .zip file on the Hearth host, or an http(s):// or s3:// URL of a .zip file',
     });
+  }
+}
+
+/**
+ * Fetching a remote code artifact (src/builder/artifact-fetch.ts) failed: a non-2xx answer (other
+ * than 404), too many redirects, a timeout, or a network error. `uri` is already redacted.
+ */
+export class CodeArtifactFetchError extends HearthError {
+  readonly code = 'CODE_ARTIFACT_FETCH_FAILED';
+  /** The HTTP status of the final answer, when there was one. */
+  readonly status: number | undefined;
+  constructor(
+    readonly uri: string,
+    reason: string,
+    options?: { cause?: unknown; hint?: string; status?: number },
+  ) {
+    super(`fetching the code artifact ${uri} failed: ${reason}`, {
+      ...(options?.cause !== undefined ? { cause: options.cause } : {}),
+      hint:
+        options?.hint ??
+        'check that the URL is right and that the Hearth host can reach it; for a presigned URL, check it has not expired',
+    });
+    this.status = options?.status;
   }
 }
 
@@ -68,8 +101,9 @@ export class UnsafeArchiveEntryError extends HearthError {
 export class ArchiveTooLargeError extends HearthError {
   readonly code = 'ARCHIVE_TOO_LARGE';
   constructor(
-    /** The name of the ArtifactLimits field that was crossed. */
-    readonly limit: 'maxEntries' | 'maxTotalBytes' | 'maxFileBytes' | 'maxCompressionRatio',
+    /** The name of the ArtifactLimits field that was crossed, or maxDownloadBytes of artifact-fetch.ts. */
+    readonly limit:
+      'maxEntries' | 'maxTotalBytes' | 'maxFileBytes' | 'maxCompressionRatio' | 'maxDownloadBytes',
     message: string,
   ) {
     super(message, {
@@ -94,12 +128,18 @@ export class InvalidArchiveError extends HearthError {
   }
 }
 
-/** intakeArtifact was given a destination that already exists (a caller bug: it is never removed). */
+/**
+ * intakeArtifact (or fetchArtifact) was given a destination that already exists (a caller bug: it
+ * is never removed).
+ */
 export class ArtifactDestinationExistsError extends HearthError {
   readonly code = 'ARTIFACT_DEST_EXISTS';
-  constructor(readonly destDir: string) {
-    super(`the build context directory ${destDir} already exists; the intake needs a fresh one`, {
-      hint: 'remove the directory first or choose a new path',
+  constructor(
+    readonly destDir: string,
+    what = 'the build context directory',
+  ) {
+    super(`${what} ${destDir} already exists; the intake needs a fresh one`, {
+      hint: 'remove it first or choose a new path',
     });
   }
 }

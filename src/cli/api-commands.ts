@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import {
@@ -15,7 +16,7 @@ import {
   ListMicrovmsCommand,
   ListTagsCommand,
   ResumeMicrovmCommand,
-  RunMicrovmCommand,
+  type RunMicrovmCommandOutput,
   SuspendMicrovmCommand,
   TagResourceCommand,
   TerminateMicrovmCommand,
@@ -262,9 +263,14 @@ export const API_COMMANDS: ApiCommand[] = [
       wait: { type: 'boolean' },
     },
     async run(ctx) {
+      // A raw signed request, not the AWS client, so Hearth's extension fields (for instance
+      // idlePolicy.openStreamsCountAsActivity) reach the server instead of being dropped.
       const client = await ctx.client();
-      let vm = await client.send(
-        new RunMicrovmCommand({
+      let vm = await hearthRequest<RunMicrovmCommandOutput>(
+        await ctx.connection(),
+        'POST',
+        '/2025-09-09/microvms',
+        {
           imageIdentifier: imageId(ctx),
           imageVersion: str(ctx, 'image-version'),
           idlePolicy: json(ctx, 'idle-policy'),
@@ -272,8 +278,8 @@ export const API_COMMANDS: ApiCommand[] = [
           runHookPayload: str(ctx, 'run-hook-payload'),
           ingressNetworkConnectors: ctx.opts['ingress-network-connectors'] as string[] | undefined,
           egressNetworkConnectors: ctx.opts['egress-network-connectors'] as string[] | undefined,
-          clientToken: str(ctx, 'client-token'),
-        }),
+          clientToken: str(ctx, 'client-token') ?? randomUUID(),
+        },
       );
       if (ctx.opts.wait) vm = await waitForMicrovm(client, vm.microvmId!, ['RUNNING']);
       print(ctx.output, clean(vm), () => record(clean(vm)));

@@ -12,7 +12,7 @@ const LOCAL_COMMANDS = `
 Host and server:
   setup [--accelerator auto|kvm|tcg]     prepare this host (packages, guest kernel, base image); idempotent
   serve [--config FILE] [options]        run the API, the engine and the gateway (see README, Configuration)
-  demo [--exit]                          boot a microVM from the Debian base disk and clone it (no server needed)
+  demo [--exit]                          the main job: serve, build examples/flask, launch, call, idle, resume
 `;
 
 function usage(): string {

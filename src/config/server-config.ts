@@ -48,6 +48,18 @@ export interface ServerConfig {
   buildReadyTimeoutSeconds: number;
   /** TCG translation cache per VM, MiB. Default 128. */
   tcgCacheMiB: number;
+  /**
+   * S3-compatible endpoint that s3://<bucket>/<key> code artifacts are fetched from (path-style),
+   * e.g. https://s3.us-east-1.amazonaws.com or http://127.0.0.1:9000. Env HEARTH_S3_ENDPOINT. No
+   * default: without it s3:// URIs are refused (http(s):// URLs, presigned ones included, always
+   * work). The credentials are the server process's standard AWS_ACCESS_KEY_ID,
+   * AWS_SECRET_ACCESS_KEY and optional AWS_SESSION_TOKEN (without them requests are unsigned).
+   */
+  s3Endpoint?: string;
+  /** Region of the S3 requests' SigV4 signature. Env HEARTH_S3_REGION. Default us-east-1. */
+  s3Region: string;
+  /** Deadline of one remote code-artifact download, seconds. Env HEARTH_ARTIFACT_FETCH_TIMEOUT_SECONDS. Default 300. */
+  artifactFetchTimeoutSeconds: number;
 }
 
 export const DEFAULT_SERVER_CONFIG: ServerConfig = {
@@ -68,6 +80,8 @@ export const DEFAULT_SERVER_CONFIG: ServerConfig = {
   maxConcurrentBuilds: 1,
   buildReadyTimeoutSeconds: 300,
   tcgCacheMiB: 128,
+  s3Region: 'us-east-1',
+  artifactFetchTimeoutSeconds: 300,
 };
 
 /** The configuration given is invalid. */
@@ -100,7 +114,30 @@ const ENV: Record<string, keyof ServerConfig> = {
   HEARTH_MAX_CONCURRENT_BUILDS: 'maxConcurrentBuilds',
   HEARTH_BUILD_READY_TIMEOUT_SECONDS: 'buildReadyTimeoutSeconds',
   HEARTH_TCG_CACHE_MIB: 'tcgCacheMiB',
+  HEARTH_S3_ENDPOINT: 's3Endpoint',
+  HEARTH_S3_REGION: 's3Region',
+  HEARTH_ARTIFACT_FETCH_TIMEOUT_SECONDS: 'artifactFetchTimeoutSeconds',
 };
+
+/** Keys without a default (absent unless set). */
+const OPTIONAL_KEYS = [
+  'databaseUrl',
+  'gatewayPlaintextPort',
+  'tlsCertFile',
+  'tlsKeyFile',
+  's3Endpoint',
+] as const;
+
+/** Every configuration key, each also a `hearth serve` flag in kebab case (`--api-port`). */
+export const CONFIG_KEYS: readonly (keyof ServerConfig)[] = [
+  ...(Object.keys(DEFAULT_SERVER_CONFIG) as (keyof ServerConfig)[]),
+  ...OPTIONAL_KEYS,
+];
+
+/** `apiPort` -> `api-port`, `maxMemoryMiB` -> `max-memory-mib`. */
+export function flagName(key: keyof ServerConfig): string {
+  return key.replace(/MiB/g, 'Mib').replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
 
 const NUMERIC: readonly (keyof ServerConfig)[] = [
   'apiPort',
@@ -114,6 +151,7 @@ const NUMERIC: readonly (keyof ServerConfig)[] = [
   'maxConcurrentBuilds',
   'buildReadyTimeoutSeconds',
   'tcgCacheMiB',
+  'artifactFetchTimeoutSeconds',
 ];
 
 function coerce(key: keyof ServerConfig, value: unknown, source: string): unknown {
@@ -126,6 +164,8 @@ function coerce(key: keyof ServerConfig, value: unknown, source: string): unknow
   if (typeof value !== 'string') throw new ConfigError(`${key} (from ${source}) must be a string`);
   if (key === 'accelerator' && !['auto', 'kvm', 'tcg'].includes(value))
     throw new ConfigError(`accelerator must be auto, kvm or tcg, got '${value}'`);
+  if (key === 's3Endpoint' && !/^https?:\/\/[^/?#]/i.test(value))
+    throw new ConfigError(`s3Endpoint (from ${source}) must be an http:// or https:// URL`);
   return value;
 }
 
@@ -148,10 +188,7 @@ export async function loadServerConfig(
       throw new ConfigError(`cannot read the configuration file ${file}: ${(e as Error).message}`);
     }
     for (const [k, v] of Object.entries(parsed)) {
-      if (
-        !(k in DEFAULT_SERVER_CONFIG) &&
-        !['databaseUrl', 'gatewayPlaintextPort', 'tlsCertFile', 'tlsKeyFile'].includes(k)
-      ) {
+      if (!(k in DEFAULT_SERVER_CONFIG) && !(OPTIONAL_KEYS as readonly string[]).includes(k)) {
         throw new ConfigError(`unknown option '${k}' in ${file}`);
       }
       cfg[k] = coerce(k as keyof ServerConfig, v, file);
@@ -167,5 +204,7 @@ export async function loadServerConfig(
     throw new ConfigError(
       'terminatedRetentionSeconds must be at least 600 (TERMINATED microVMs stay visible 10 minutes)',
     );
+  if (c.artifactFetchTimeoutSeconds < 1)
+    throw new ConfigError('artifactFetchTimeoutSeconds must be at least 1');
   return c;
 }

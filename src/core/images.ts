@@ -4,7 +4,7 @@ import { HearthError } from '../errors.js';
 import type { DataDir } from '../config/data-dir.js';
 import type { Buildah } from '../builder/buildah.js';
 import { BuildFailure } from '../builder/build-failure.js';
-import { buildImageVersion, removeVersionFiles } from '../builder/build-image.js';
+import { buildImageVersion, removeVersionFiles, type ArtifactFetchSettings } from '../builder/build-image.js';
 import { MANAGED_IMAGE_ARN_PREFIX, MANAGED_IMAGES } from '../builder/managed-images.js';
 import type { Store } from '../store/database.js';
 import type { Page, PageRequest } from '../store/pagination.js';
@@ -57,6 +57,8 @@ export interface ImageServiceOptions {
   maxConcurrentBuilds?: number;
   /** Ready timeout of builds whose ready hook is not enabled, seconds. Default 300. */
   defaultReadyTimeoutS?: number;
+  /** How builds fetch http(s):// and s3:// code artifacts (S3 endpoint and credentials, limits). */
+  artifactFetch?: ArtifactFetchSettings;
   /** Says whether microVMs still use a version (such a version cannot be deleted). */
   versionInUse?: (imageName: string, version: string) => Promise<boolean>;
 }
@@ -167,7 +169,12 @@ export class ImageService {
   }
 
   private deps() {
-    return { engine: this.o.engine, buildah: this.o.buildah, dataDir: this.o.dataDir };
+    return {
+      engine: this.o.engine,
+      buildah: this.o.buildah,
+      dataDir: this.o.dataDir,
+      ...(this.o.artifactFetch ? { artifactFetch: this.o.artifactFetch } : {}),
+    };
   }
 
   /** Creates an image and its first version, whose build starts in the background. */

@@ -10,7 +10,7 @@ import { SigV4Verifier } from '../api/sigv4.js';
 import { ApiError, toApiError } from '../api/errors.js';
 import { Buildah } from '../builder/buildah.js';
 import { DataDir } from '../config/data-dir.js';
-import { loadServerConfig, type ServerConfig } from '../config/server-config.js';
+import { CONFIG_KEYS, flagName, loadServerConfig, type ServerConfig } from '../config/server-config.js';
 import { ImageService } from '../core/images.js';
 import { MicrovmService } from '../core/microvms.js';
 import type { GatewayBackend, VmRoute } from '../gateway/backend.js';
@@ -175,6 +175,17 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     arnPrefix,
     maxConcurrentBuilds: config.maxConcurrentBuilds,
     defaultReadyTimeoutS: config.buildReadyTimeoutSeconds,
+    artifactFetch: {
+      s3: {
+        ...(config.s3Endpoint ? { endpoint: config.s3Endpoint } : {}),
+        region: config.s3Region,
+        // The standard AWS variables of the server process (see ServerConfig.s3Endpoint).
+        ...(process.env.AWS_ACCESS_KEY_ID ? { accessKeyId: process.env.AWS_ACCESS_KEY_ID } : {}),
+        ...(process.env.AWS_SECRET_ACCESS_KEY ? { secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY } : {}),
+        ...(process.env.AWS_SESSION_TOKEN ? { sessionToken: process.env.AWS_SESSION_TOKEN } : {}),
+      },
+      timeoutMs: config.artifactFetchTimeoutSeconds * 1000,
+    },
     versionInUse: (n, v) => microvms!.versionInUse(n, v),
   });
   microvms = new MicrovmService({
@@ -295,35 +306,12 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
 
 /** `hearth serve`: flags override the environment and the config file. */
 export async function serveMain(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      config: { type: 'string' },
-      'data-dir': { type: 'string' },
-      'api-host': { type: 'string' },
-      'api-port': { type: 'string' },
-      'gateway-host': { type: 'string' },
-      'gateway-port': { type: 'string' },
-      domain: { type: 'string' },
-      accelerator: { type: 'string' },
-      'min-idle-seconds': { type: 'string' },
-      'max-microvms': { type: 'string' },
-    },
-  });
-  const config = await loadServerConfig({
-    ...(values.config ? { file: values.config } : {}),
-    flags: {
-      dataDir: values['data-dir'],
-      apiHost: values['api-host'],
-      apiPort: values['api-port'],
-      gatewayHost: values['gateway-host'],
-      gatewayPort: values['gateway-port'],
-      domain: values.domain,
-      accelerator: values.accelerator,
-      minIdleSeconds: values['min-idle-seconds'],
-      maxMicrovms: values['max-microvms'],
-    },
-  });
+  const options: Record<string, { type: 'string' }> = { config: { type: 'string' } };
+  for (const key of CONFIG_KEYS) options[flagName(key)] = { type: 'string' };
+  const { values } = parseArgs({ args: argv, options });
+  const flags: Partial<Record<keyof ServerConfig, unknown>> = {};
+  for (const key of CONFIG_KEYS) flags[key] = values[flagName(key)];
+  const config = await loadServerConfig({ ...(values.config ? { file: values.config } : {}), flags });
   const server = await startServer(config);
   process.stdout.write(
     `hearth serving: API ${server.apiUrl}, endpoints https://<microvm-id>.${config.domain}:${server.config.gatewayPort}\n`,

@@ -1,3 +1,7 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ConflictException,
@@ -28,6 +32,7 @@ import {
   waitForMicrovm,
 } from '../../src/sdk/index.js';
 import { BASE_ARN, fixtureImage } from '../helpers/images.js';
+import { makeZip } from '../helpers/zip.js';
 import { callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
 
 const HOOKS = {
@@ -225,6 +230,45 @@ describe('the API through the official AWS SDK client', () => {
     await t.client.send(
       new UpdateMicrovmImageVersionCommand({ imageIdentifier: name, imageVersion: '1.0', status: 'ACTIVE' }),
     );
+  });
+
+  it('builds from an http:// code artifact (a zip downloaded, then checked like a local one)', async () => {
+    const dir = fixtureImage('lifecycle');
+    const zip = makeZip(readdirSync(dir).map((f) => ({ name: f, data: readFileSync(join(dir, f)) })));
+    const http = createServer((req, res) => {
+      if (req.url === '/app.zip') res.writeHead(200, { 'content-type': 'application/zip' }).end(zip);
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+    const base = `http://user:s3cret@127.0.0.1:${(http.address() as AddressInfo).port}`;
+    try {
+      const remote = `${name}-http`;
+      for (const [image, path] of [
+        [remote, '/app.zip'],
+        [`${remote}-404`, '/missing.zip'],
+      ] as const) {
+        await t.client.send(
+          new CreateMicrovmImageCommand({
+            name: image,
+            codeArtifact: { uri: base + path },
+            baseImageArn: BASE_ARN,
+            buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
+            resources: [{ minimumMemoryInMiB: 512 }],
+          }),
+        );
+      }
+      expect((await waitForImageVersion(t.client, remote, '1.0')).state).toBe('SUCCESSFUL');
+      const missing = await waitForImageVersion(t.client, `${remote}-404`, '1.0');
+      expect(missing.state).toBe('FAILED');
+      const builds = await t.client.send(
+        new ListMicrovmImageBuildsCommand({ imageIdentifier: `${remote}-404`, imageVersion: '1.0' }),
+      );
+      const failure = JSON.stringify(builds.items);
+      expect(failure).toContain('CODE_ARTIFACT_NOT_FOUND');
+      expect(failure).not.toContain('s3cret');
+    } finally {
+      http.close();
+    }
   });
 
   it('answered every request as the OpenAPI document says', () => {

@@ -7,6 +7,7 @@ import {
   SuspendMicrovmCommand,
   TerminateMicrovmCommand,
   createEndpointToken,
+  hearthRequest,
   waitForImageVersion,
   waitForMicrovm,
 } from '../../src/sdk/index.js';
@@ -124,5 +125,39 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
     const wrongPort = await callEndpoint(t, vm.endpoint, { token: vm.token, port: 9000 });
     expect(wrongPort.status).toBe(403);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.id }));
+  });
+
+  it('an unfinished request keeps the microVM busy by default; with openStreamsCountAsActivity false it does not', async () => {
+    const stateWhileSlowRequest = async (openStreamsCountAsActivity?: boolean) => {
+      const run = await hearthRequest<{ microvmId: string }>(t.connection, 'POST', '/2025-09-09/microvms', {
+        imageIdentifier: IMAGE,
+        idlePolicy: {
+          maxIdleDurationSeconds: 1,
+          suspendedDurationSeconds: 3600,
+          autoResumeEnabled: true,
+          ...(openStreamsCountAsActivity === undefined ? {} : { openStreamsCountAsActivity }),
+        },
+      });
+      const vm = await waitForMicrovm(t.client, run.microvmId, ['RUNNING']);
+      expect(vm.idlePolicy).toBeDefined();
+      const token = await createEndpointToken(t.client, run.microvmId);
+      const slow = callEndpoint(t, vm.endpoint!, { token, path: '/slow' }).catch((e: Error) => e); // 3 s
+      await new Promise((r) => setTimeout(r, 2_500)); // idle deadline (1 s) long passed
+      const state = (await t.client.send(new GetMicrovmCommand({ microvmIdentifier: run.microvmId }))).state;
+      await slow;
+      const got = await hearthRequest<{ idlePolicy: Record<string, unknown> }>(
+        t.connection,
+        'GET',
+        `/2025-09-09/microvms/${run.microvmId}`,
+      );
+      await waitForMicrovm(t.client, run.microvmId, ['SUSPENDED']);
+      await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: run.microvmId }));
+      return { state, idlePolicy: got.idlePolicy };
+    };
+    const counted = await stateWhileSlowRequest();
+    expect(counted.state).toBe('RUNNING');
+    const ignored = await stateWhileSlowRequest(false);
+    expect(['SUSPENDING', 'SUSPENDED']).toContain(ignored.state);
+    expect(ignored.idlePolicy.openStreamsCountAsActivity).toBe(false);
   });
 });
