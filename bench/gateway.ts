@@ -8,25 +8,22 @@
  */
 import { connect } from 'node:tls';
 import { parseArgs } from 'node:util';
-import { join } from 'node:path';
 import { loadServerConfig } from '../src/config/server-config.js';
 import {
-  CreateMicrovmImageCommand,
-  GetMicrovmImageCommand,
   RunMicrovmCommand,
   SuspendMicrovmCommand,
   TerminateMicrovmCommand,
   createEndpointToken,
   hearthClient,
-  waitForImageVersion,
   waitForMicrovm,
 } from '../src/sdk/index.js';
 import { startServer } from '../src/server/serve.js';
+import { BENCH_IMAGE, ensureFlaskImage } from './flask-image.js';
 import { ensurePackages } from '../src/host/packages.js';
 import { main as proxyBench } from './gateway-proxy.js';
 import { percentile, round, summary } from './stats.js';
 
-const IMAGE = 'bench-flask';
+const IMAGE = BENCH_IMAGE;
 
 /** Milliseconds from connecting to the first byte of the response, on a fresh TLS connection. */
 function firstByteMs(endpoint: string, token: string, ca: string): Promise<number> {
@@ -74,21 +71,7 @@ export async function main(argv: string[]): Promise<void> {
   const client = hearthClient({ endpoint: server.apiUrl, region: config.region, ...server.credentials });
   const ca = server.gateway.ca!;
   try {
-    const image = await client
-      .send(new GetMicrovmImageCommand({ imageIdentifier: IMAGE }))
-      .catch(() => undefined);
-    if (!image?.latestActiveImageVersion) {
-      const c = await client.send(
-        new CreateMicrovmImageCommand({
-          name: IMAGE,
-          codeArtifact: { uri: join(import.meta.dirname, '..', 'examples', 'flask') },
-          baseImageArn: 'arn:hearth:lambda:local:hearth:microvm-image:bookworm',
-          buildRoleArn: 'arn:hearth:iam::000000000000:role/bench',
-          resources: [{ minimumMemoryInMiB: 512 }],
-        }),
-      );
-      await waitForImageVersion(client, IMAGE, c.imageVersion!);
-    }
+    await ensureFlaskImage(client);
     const run = await client.send(
       new RunMicrovmCommand({
         imageIdentifier: IMAGE,

@@ -9,6 +9,7 @@ import {
   CreateMicrovmImageCommand,
   GetMicrovmImageCommand,
   RunMicrovmCommand,
+  UpdateMicrovmImageCommand,
   createEndpointToken,
   hearthClient,
   waitForImageVersion,
@@ -74,18 +75,18 @@ export async function runDemo(dataDir: DataDir, opts: { exitWhenDone: boolean })
     if (!existing?.latestActiveImageVersion) {
       say(`building examples/flask into image '${IMAGE}' (buildah, then boot, ready, snapshot)...`);
       const t0 = Date.now();
+      // An image without an ACTIVE version (a failed build, or a snapshot made with another QEMU or
+      // CPU model) gets a new version.
+      const input = {
+        codeArtifact: { uri: join(packageRoot(), 'examples', 'flask') },
+        baseImageArn: 'arn:hearth:lambda:local:hearth:microvm-image:bookworm',
+        buildRoleArn: 'arn:hearth:iam::000000000000:role/demo',
+        resources: [{ minimumMemoryInMiB: 512 }],
+      };
       const created = existing
-        ? undefined
-        : await client.send(
-            new CreateMicrovmImageCommand({
-              name: IMAGE,
-              codeArtifact: { uri: join(packageRoot(), 'examples', 'flask') },
-              baseImageArn: 'arn:hearth:lambda:local:hearth:microvm-image:bookworm',
-              buildRoleArn: 'arn:hearth:iam::000000000000:role/demo',
-              resources: [{ minimumMemoryInMiB: 512 }],
-            }),
-          );
-      const v = await waitForImageVersion(client, IMAGE, created?.imageVersion ?? '1.0');
+        ? await client.send(new UpdateMicrovmImageCommand({ imageIdentifier: IMAGE, ...input }))
+        : await client.send(new CreateMicrovmImageCommand({ name: IMAGE, ...input }));
+      const v = await waitForImageVersion(client, IMAGE, created.imageVersion!);
       if (v.state !== 'SUCCESSFUL') throw new Error(`the build failed: ${v.stateReason}`);
       say(`  built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     } else say(`image '${IMAGE}' is already built (version ${existing.latestActiveImageVersion})`);

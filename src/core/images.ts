@@ -150,10 +150,13 @@ export class ImageService {
         } else if (v.state === 'DELETING') {
           await removeVersionFiles(this.deps(), v.id);
           await s.versions.delete(image.name, v.version);
+        } else if (v.state === 'SUCCESSFUL' && v.status === 'ACTIVE') {
+          await this.retireIfUnrestorable(v);
         }
       }
       cursor = page.nextCursor;
     } while (cursor);
+    await this.refreshLatestActive(image.name);
     const fresh = (await s.images.get(image.name))!;
     if (fresh.state === 'CREATING')
       await s.images.update(image.name, {
@@ -166,6 +169,29 @@ export class ImageService {
         stateReason: 'the server stopped during the build',
       });
     if (fresh.state === 'DELETING') await this.deleteImage(image.name);
+  }
+
+  /**
+   * An ACTIVE version whose snapshot was made for another machine (QEMU, guest kernel, CPU model or
+   * accelerator changed since the build) can launch nothing here: it becomes INACTIVE with the
+   * reason, so RunMicrovm answers "no active version" and UpdateMicrovmImage rebuilds it.
+   */
+  private async retireIfUnrestorable(v: ImageVersionRecord): Promise<void> {
+    try {
+      await this.o.engine.checkTemplate(v.id);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code !== 'VMM_SNAPSHOT_INCOMPATIBLE' && code !== 'VMM_NOT_FOUND') throw e;
+      this.o.log.warn('image version cannot be restored on this host: marking it INACTIVE', {
+        image: v.imageName,
+        version: v.version,
+        reason: (e as Error).message,
+      });
+      await this.o.store.versions.update(v.imageName, v.version, {
+        status: 'INACTIVE',
+        stateReason: `SNAPSHOT_INCOMPATIBLE: ${(e as Error).message}; rebuild it with UpdateMicrovmImage`,
+      });
+    }
   }
 
   private deps() {

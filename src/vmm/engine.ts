@@ -18,7 +18,7 @@ import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
 import { launchQemu, nextInstance, type RunState } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
-import { defaultCmdline, type MachineConfig } from './qemu-args.js';
+import { cpuModel, defaultCmdline, type MachineConfig } from './qemu-args.js';
 import {
   recordFile,
   readManifest,
@@ -271,6 +271,7 @@ export class Engine {
       qemuVersion: this.ctx.artifacts.qemuVersion,
       kernelRelease: this.ctx.artifacts.kernel.release,
       network: m.network,
+      cpuModel: cpuModel(m.accel),
     };
   }
 
@@ -460,8 +461,12 @@ export class Engine {
     });
   }
 
-  /** Loads a template and verifies every file against its manifest (once per process per file). */
-  async template(templateId: string): Promise<Template> {
+  /**
+   * Throws SnapshotIncompatibleError if a template was made for another machine (QEMU, kernel, CPU
+   * model, accelerator...) and so cannot be restored here; VmNotFoundError if it does not exist.
+   * Reads only the manifest (no checksums).
+   */
+  async checkTemplate(templateId: string): Promise<TemplateManifest> {
     assertSafeId(templateId, 'template id');
     const dir = join(this.ctx.dataDir.templatesDir, templateId);
     if (!existsSync(dir)) throw new VmNotFoundError('template', templateId);
@@ -469,6 +474,13 @@ export class Engine {
       (await readManifest(dir))) as TemplateManifest;
     const m = manifest.machineConfig;
     checkCompatible(dir, manifest.machine, this.fingerprint({ ...m, accel: this.ctx.artifacts.accel.accel }));
+    return manifest;
+  }
+
+  /** Loads a template and verifies every file against its manifest (once per process per file). */
+  async template(templateId: string): Promise<Template> {
+    const manifest = await this.checkTemplate(templateId);
+    const dir = join(this.ctx.dataDir.templatesDir, templateId);
     for (const f of [manifest.memory, manifest.devices, manifest.initrd, ...manifest.diskLayers]) {
       await this.ctx.verified.verify(dir, join(dir, f.path), f);
     }

@@ -91,10 +91,10 @@ describe('qemuArgs', () => {
     expect(args.join(' ')).not.toContain('tcg');
   });
 
-  it('uses TCG with the configured translation cache for accel tcg', () => {
+  it('uses TCG with the configured translation cache and a CPU with ARAT (tickless idle) for accel tcg', () => {
     const args = qemuArgs('vm1', { ...machine, accel: 'tcg', tcgCacheMiB: 96 }, paths);
     expect(valuesOf(args, '-accel')).toEqual(['tcg,tb-size=96']);
-    expect(args).not.toContain('-cpu');
+    expect(valuesOf(args, '-cpu')).toEqual(['qemu64,+arat']);
     expect(args).not.toContain('kvm');
   });
 

@@ -236,6 +236,19 @@ describe('snapshot manifest', () => {
       await expect(new VerifiedFiles().verify(dir, file, rec)).resolves.toBeUndefined();
     });
 
+    it('hashes a file once for concurrent verifications, and each of them gets the verdict', async () => {
+      const slowly = <T>(x: T) => new Promise<T>((r) => setTimeout(() => r(x), 50)); // hashing takes a while
+      let hashes = 0;
+      const v = new VerifiedFiles(() => (hashes++, slowly(sha(content))));
+      await Promise.all(Array.from({ length: 20 }, () => v.verify(dir, file, rec)));
+      expect(hashes).toBe(1);
+      let bad = 0;
+      const w = new VerifiedFiles(() => (bad++, slowly(sha('other'))));
+      const results = await Promise.allSettled(Array.from({ length: 5 }, () => w.verify(dir, file, rec)));
+      expect(results.map((r) => r.status)).toEqual(Array(5).fill('rejected'));
+      expect(bad).toBe(1);
+    });
+
     it('rejects a missing file', async () => {
       await rm(file);
       await expectCorrupt(new VerifiedFiles().verify(dir, file, rec), /layer\.qcow2 is missing/);

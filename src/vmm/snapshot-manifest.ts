@@ -23,6 +23,8 @@ export interface MachineFingerprint {
   qemuVersion: string;
   kernelRelease: string;
   network: boolean;
+  /** The guest CPU model (-cpu); absent in snapshots made before it was recorded. */
+  cpuModel?: string;
 }
 
 /**
@@ -87,7 +89,8 @@ export async function readManifest(dir: string): Promise<SnapshotManifest> {
 
 /** Throws SnapshotIncompatibleError if the snapshot was made for another machine shape or QEMU. */
 export function checkCompatible(dir: string, saved: MachineFingerprint, here: MachineFingerprint): void {
-  for (const k of Object.keys(saved) as (keyof MachineFingerprint)[]) {
+  const keys = new Set([...Object.keys(saved), ...Object.keys(here)]) as Set<keyof MachineFingerprint>;
+  for (const k of keys) {
     if (saved[k] !== here[k])
       throw new SnapshotIncompatibleError(
         dir,
@@ -103,6 +106,11 @@ export function checkCompatible(dir: string, saved: MachineFingerprint, here: Ma
  */
 export class VerifiedFiles {
   private readonly seen = new Map<string, string>();
+  /** Hashes in progress by path + identity: concurrent restores of one template hash it once. */
+  private readonly inFlight = new Map<string, Promise<string>>();
+
+  /** `hash` returns a file's sha256 in hex (replaceable to count calls in tests). */
+  constructor(private readonly hash: (path: string) => Promise<string> = sha256File) {}
 
   private static key(st: { dev: number; ino: number; size: number; mtimeMs: number }): string {
     return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
@@ -124,7 +132,13 @@ export class VerifiedFiles {
     }
     const key = VerifiedFiles.key(st);
     if (this.seen.get(absPath) === key + rec.sha256) return;
-    const actual = await sha256File(absPath);
+    const flightKey = `${absPath}\0${key}`;
+    let hashing = this.inFlight.get(flightKey);
+    if (!hashing) {
+      hashing = this.hash(absPath).finally(() => this.inFlight.delete(flightKey));
+      this.inFlight.set(flightKey, hashing);
+    }
+    const actual = await hashing;
     if (actual !== rec.sha256)
       throw new SnapshotCorruptError(snapshotDir, `${rec.path} does not match its checksum`);
     this.seen.set(absPath, key + rec.sha256);
