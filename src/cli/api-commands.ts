@@ -116,12 +116,17 @@ const LIST_OPTS = {
   all: { type: 'boolean' as const },
 };
 
+/**
+ * Every page, as the AWS CLI does; one page only when the caller pages by hand (--max-results or
+ * --next-token without --all).
+ */
 async function listAll<T>(
   ctx: CommandContext,
   fetch: (nextToken?: string) => Promise<{ items: T[]; nextToken?: string }>,
 ): Promise<{ items: T[]; nextToken?: string }> {
   const first = await fetch(str(ctx, 'next-token'));
-  if (!ctx.opts.all) return first;
+  const byHand = str(ctx, 'max-results') !== undefined || str(ctx, 'next-token') !== undefined;
+  if (byHand && !ctx.opts.all) return first;
   const items = [...first.items];
   let token = first.nextToken;
   while (token) {
