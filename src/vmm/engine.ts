@@ -3,6 +3,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { HearthError } from '../errors.js';
+import { VmCgroups } from '../jail/vm-cgroups.js';
+import { sha256 } from '../util/hash.js';
 import type { DataDir } from '../config/data-dir.js';
 import { assertSafeId } from '../config/data-dir.js';
 import { bootConfigArchive, type WorkloadSpec } from '../guest/workload-config.js';
@@ -16,7 +18,7 @@ import { waitForTcp } from '../util/net-wait.js';
 import type { EngineContext } from './context.js';
 import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
-import { launchQemu, nextInstance, type RunState } from './launch.js';
+import { launchQemu, nextInstance, watchCgroup, type RunState } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
 import { cpuModel, defaultCmdline, type MachineConfig } from './qemu-args.js';
 import {
@@ -69,6 +71,11 @@ export interface EngineOptions {
    * of killing them. Default false: every leftover QEMU is killed.
    */
   adoptRunning?: boolean;
+  /**
+   * Run each QEMU in its own control group with memory, pids and CPU limits (see limitsFor in
+   * launch.ts). Default true; needs a writable /sys/fs/cgroup (root).
+   */
+  cgroups?: boolean;
 }
 
 export interface BootOptions {
@@ -149,6 +156,11 @@ export class Engine {
       }),
       verified: new VerifiedFiles(),
       tcgCacheMiB: opts.tcgCacheMiB ?? 128,
+      cgroups:
+        opts.cgroups === false
+          ? undefined
+          : await VmCgroups.open({ parentName: `hearth-${sha256(dataDir.root).slice(0, 12)}` }),
+      cpuBurstFactor: 4,
       qmpConnectTimeoutMs: 10_000,
     };
     const engine = new Engine(ctx, lockFile);
@@ -164,6 +176,10 @@ export class Engine {
     );
     if (killed > 0) this.ctx.log.warn('killed QEMU processes left by a previous engine', { count: killed });
     await this.ctx.network.reapOrphans(new Set(adopted.map((vm) => vm.network!.slot)));
+    const reaped = await this.ctx.cgroups?.reapOrphans(
+      new Set(adopted.flatMap((vm) => (vm.cgroup ? [vm.cgroup.name] : []))),
+    );
+    if (reaped) this.ctx.log.info('removed control groups left by a previous engine', { count: reaped });
     for (const id of await readdir(this.ctx.dataDir.vmsDir).catch(() => [] as string[])) {
       const L = new VmLayout(this.ctx.dataDir.vmsDir, id);
       if (!this.vms.has(id)) await rm(L.runDir, { recursive: true, force: true });
@@ -203,6 +219,7 @@ export class Engine {
       vm.process = proc;
       vm.instance = nextInstance();
       vm.network = state.network;
+      if (state.cgroup && this.ctx.cgroups) watchCgroup(vm, proc, this.ctx.cgroups.group(state.cgroup));
       vm.activeLayer = state.activeLayer;
       vm.generation = await newestGeneration(L);
       try {

@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import type { CgroupLimits, VmCgroup } from '../jail/vm-cgroups.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import type { EngineContext } from './context.js';
 import type { MicroVm } from './microvm.js';
-import { qemuArgs } from './qemu-args.js';
+import { qemuArgs, type MachineConfig } from './qemu-args.js';
 import { QemuProcess } from './qemu-process.js';
 import { QmpClient } from './qmp-client.js';
 import { connectUnix } from './unix-socket.js';
@@ -21,6 +23,40 @@ export interface RunState {
   network: VmNetwork;
   activeLayer: number;
   memoryFile: string;
+  /** The QEMU process's control group (absent when cgroups are off). */
+  cgroup?: string;
+}
+
+/**
+ * What a VM's QEMU may use: its guest RAM plus the TCG code cache plus 256 MiB for QEMU itself;
+ * 256 tasks; and CPU up to `burstFactor` times its baseline (memory / 2 GiB of a core, as the
+ * reference service ties vCPU to memory), never less than its whole vCPUs.
+ */
+export function limitsFor(m: MachineConfig, tcgCacheMiB: number, burstFactor: number): CgroupLimits {
+  const baselineCores = m.memoryMiB / 2048;
+  return {
+    memoryMaxBytes: (m.memoryMiB + (m.accel === 'tcg' ? tcgCacheMiB : 0) + 256) * 2 ** 20,
+    pidsMax: 256,
+    cpuQuotaPercent: Math.round(Math.max(baselineCores * burstFactor, m.vcpus) * 100),
+  };
+}
+
+/** Makes `cg` the VM's group while `proc` runs, and removes the group when it exits. */
+export function watchCgroup(vm: MicroVm, proc: QemuProcess, cg: VmCgroup): void {
+  vm.cgroup = cg;
+  void proc.exited
+    .then(async () => {
+      if (vm.cgroup === cg) vm.cgroup = undefined;
+      await cg.remove();
+    })
+    .catch((e: Error) =>
+      vm.log.warn('could not remove a control group', { group: cg.name, error: e.message }),
+    );
+}
+
+/** A group name unique to one QEMU process of VM `vmId` (so a late cleanup never hits the next one). */
+function cgroupName(vmId: string): string {
+  return `${vmId.slice(0, 55)}-${randomBytes(3).toString('hex')}`;
 }
 
 export interface LaunchOptions {
@@ -51,6 +87,12 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     macAddress: o.network.macAddress,
     incoming: o.incoming,
   });
+  const cg = ctx.cgroups
+    ? await ctx.cgroups.create(
+        cgroupName(vm.id),
+        limitsFor(vm.record.machine, ctx.tcgCacheMiB, ctx.cpuBurstFactor),
+      )
+    : undefined;
   const proc = QemuProcess.spawn({
     vmId: vm.id,
     args,
@@ -59,13 +101,17 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
   });
   vm.process = proc;
   vm.instance = nextInstance();
+  if (cg) watchCgroup(vm, proc, cg);
   try {
+    // QEMU joins right after exec, before it has created its vCPU or touched guest RAM.
+    if (cg) await cg.join(proc.pid);
     const state: RunState = {
       pid: proc.pid,
       startTime: proc.startTime ?? -1,
       network: o.network,
       activeLayer: vm.activeLayer,
       memoryFile: o.memoryFile,
+      ...(cg ? { cgroup: cg.name } : {}),
     };
     await writeFile(L.runStateFile, JSON.stringify(state));
     vm.qmp = await QmpClient.connect(L.qmpSocket, {

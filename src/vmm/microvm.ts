@@ -1,3 +1,4 @@
+import type { VmCgroup } from '../jail/vm-cgroups.js';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../util/log.js';
 import type { WorkloadSpec } from '../guest/workload-config.js';
@@ -43,6 +44,8 @@ export class MicroVm {
   activeLayer = 1;
   /** Changes every time a QEMU process starts for this VM (clone, resume, adoption). */
   instance = 0;
+  /** The control group of its current QEMU process, while one runs (when cgroups are on). */
+  cgroup: VmCgroup | undefined;
   /** Set on a VM adopted from an earlier engine: QEMU's run status then (e.g. 'paused'), until revived. */
   adoptedStatus: string | undefined;
   private agentClient: GuestAgentClient | undefined;

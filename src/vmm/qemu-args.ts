@@ -36,6 +36,13 @@ export interface ProcessPaths {
   incoming: boolean;
 }
 
+/**
+ * QEMU's seccomp filter, installed before any guest code runs: no obsolete system calls, no
+ * set*uid/gid, no fork or exec, no scheduler or priority changes. A guest that escapes into QEMU
+ * cannot start programs or regain privileges.
+ */
+export const QEMU_SECCOMP_POLICY = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
+
 export const GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
 export const GUEST_CONTROL_PORT = 'org.hearth.ctl.0';
 
@@ -128,6 +135,8 @@ export function qemuArgs(vmId: string, m: MachineConfig, p: ProcessPaths): strin
     // Restores load a device-state-only stream (xen-save-devices-state), which has no configuration section.
     '-global',
     'migration.send-configuration=off',
+    '-sandbox',
+    QEMU_SECCOMP_POLICY,
   ];
   if (m.network) {
     if (!p.tapName || !p.macAddress) throw new TypeError('a networked machine needs tapName and macAddress');

@@ -35,6 +35,8 @@ export interface Leftovers {
   /** Networks held by VMs (the engine's ready spares are not leftovers). */
   networksInUse: number;
   runDirs: string[];
+  /** Control groups of this data directory not belonging to the excepted VMs. */
+  cgroups: string[];
 }
 
 /** What is held on the host for VMs of the test data directory: processes, networks, socket dirs. */
@@ -55,10 +57,19 @@ export async function leftovers(engine: Engine, exceptVmIds: string[] = []): Pro
     const entries = await readdir(join(dataDir.vmsDir, id)).catch(() => [] as string[]);
     if (entries.includes('run')) runDirs.push(id);
   }
-  return { qemuPids, networksInUse: engine.ctx.network.activeCount - exceptVmIds.length, runDirs };
+  // A QEMU's control group is removed right after the process exits (give that a moment).
+  let cgroups: string[] = [];
+  for (let i = 0; i < 40; i++) {
+    cgroups = [...((await engine.ctx.cgroups?.names()) ?? [])].filter(
+      (g) => !exceptVmIds.some((id) => g.startsWith(`${id.slice(0, 55)}-`)),
+    );
+    if (cgroups.length === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { qemuPids, networksInUse: engine.ctx.network.activeCount - exceptVmIds.length, runDirs, cgroups };
 }
 
-export const NOTHING_LEFT: Leftovers = { qemuPids: [], networksInUse: 0, runDirs: [] };
+export const NOTHING_LEFT: Leftovers = { qemuPids: [], networksInUse: 0, runDirs: [], cgroups: [] };
 
 /** Network namespaces this data directory still owns (after an engine closed: must be none). */
 export async function recordedNetworks(): Promise<string[]> {

@@ -72,6 +72,24 @@ describe('cold boot', () => {
     expect(fail.stderr.toString()).toBe('oops\n');
   });
 
+  it("runs QEMU under its seccomp sandbox (Seccomp: 2), which survives QEMU's own setup", async () => {
+    const status = await readFile(`/proc/${vm.process!.pid}/status`, 'utf8');
+    expect(status).toMatch(/^Seccomp:\s+2$/m);
+    expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
+  });
+
+  it('runs QEMU in its own control group, limited to its memory, 256 tasks and 4x its baseline CPU', async () => {
+    const g = vm.cgroup!;
+    expect(g).toBeDefined();
+    expect(await readFile(`/proc/${vm.process!.pid}/cgroup`, 'utf8')).toContain(`/${g.name}\n`);
+    // 512 MiB guest + 128 MiB TCG cache + 256 MiB for QEMU; 512 MiB is a quarter core of baseline.
+    expect(await g.limits()).toEqual({ memoryMaxBytes: 896 * 2 ** 20, pidsMax: 256, cpuQuotaPercent: 100 });
+    const u = await g.usage();
+    expect(u.pidsCurrent).toBeGreaterThan(1); // QEMU's threads
+    expect(u.cpuUsageUsec).toBeGreaterThan(0);
+    expect(u.memoryCurrentBytes).toBeGreaterThan(32 * 2 ** 20);
+  });
+
   it('idles tickless: the guest takes far fewer than its 250 Hz timer interrupts when idle', async () => {
     const agent = await vm.agent();
     const timerInterrupts = async () => {
