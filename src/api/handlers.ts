@@ -216,7 +216,9 @@ export function createHandlers(d: HandlerDeps): OperationHandlers {
     },
     async UpdateMicrovmImage(i) {
       const r = await images.updateImage(spec(imageName(i.imageIdentifier), i));
-      return imageCreated(r.image, r.version) as OutputOf<'UpdateMicrovmImage'>;
+      // The same body as CreateMicrovmImage's, less the image's tags (not in this operation's output).
+      const { tags: _tags, ...out } = imageCreated(r.image, r.version) as Record<string, unknown>;
+      return out as OutputOf<'UpdateMicrovmImage'>;
     },
     async GetMicrovmImage(i) {
       const image = await images.getImage(imageName(i.imageIdentifier));

@@ -99,10 +99,14 @@ async function removeGroupDir(dir: string): Promise<void> {
     } catch (e) {
       const code = errnoCode(e);
       if (code === 'ENOENT') return;
-      if (code !== 'EBUSY') throw new CgroupError(`cannot remove ${dir}: ${(e as Error).message}`, { cause: e });
+      if (code !== 'EBUSY')
+        throw new CgroupError(`cannot remove ${dir}: ${(e as Error).message}`, { cause: e });
     }
-    if (existsSync(join(dir, 'cgroup.kill'))) await writeFile(join(dir, 'cgroup.kill'), '1').catch(() => undefined);
-    const pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    if (existsSync(join(dir, 'cgroup.kill')))
+      await writeFile(join(dir, 'cgroup.kill'), '1').catch(() => undefined);
+    const pids = (await readFile(join(dir, 'cgroup.procs'), 'utf8').catch(() => ''))
+      .split('\n')
+      .filter(Boolean);
     for (const pid of pids) {
       try {
         process.kill(Number(pid), 'SIGKILL');
@@ -193,7 +197,8 @@ export class VmCgroup {
 }
 
 /** The outcome of CgroupManager.probe(): a manager, or why there is none. */
-export type CgroupProbe = { manager: CgroupManager; reason?: undefined } | { manager?: undefined; reason: string };
+export type CgroupProbe =
+  { manager: CgroupManager; reason?: undefined } | { manager?: undefined; reason: string };
 
 /** Creates, finds and removes the VMs' groups below one parent group. */
 export class CgroupManager {
@@ -213,7 +218,8 @@ export class CgroupManager {
    * or not writable (not root, or a container without delegation).
    */
   static async probe(root = '/sys/fs/cgroup', parentName = 'hearth'): Promise<CgroupProbe> {
-    if (!CGROUP_NAME.test(parentName)) return { reason: `invalid parent group name '${parentName.slice(0, 80)}'` };
+    if (!CGROUP_NAME.test(parentName))
+      return { reason: `invalid parent group name '${parentName.slice(0, 80)}'` };
     try {
       if (existsSync(join(root, 'cgroup.controllers')))
         return { manager: new CgroupManager(2, await openV2(root, parentName)) };
@@ -259,7 +265,8 @@ export class CgroupManager {
       for (const d of g.dirs) await mkdir(d);
       if (this.version === 2) {
         await write(join(dir('memory'), 'memory.max'), String(limits.memoryMaxBytes));
-        if (existsSync(join(dir('memory'), 'memory.swap.max'))) await write(join(dir('memory'), 'memory.swap.max'), '0');
+        if (existsSync(join(dir('memory'), 'memory.swap.max')))
+          await write(join(dir('memory'), 'memory.swap.max'), '0');
         await write(join(dir('cpu'), 'cpu.max'), `${quotaUs} ${CPU_PERIOD_US}`);
       } else {
         await write(join(dir('memory'), 'memory.limit_in_bytes'), String(limits.memoryMaxBytes));
@@ -302,7 +309,11 @@ export class CgroupManager {
 
 function checkLimits(l: CgroupLimits): void {
   const ok = (n: number, min: number) => Number.isSafeInteger(n) && n >= min;
-  if (!ok(l.memoryMaxBytes, 1 << 20) || !ok(l.pidsMax, 1) || !(l.cpuQuotaPercent > 0 && l.cpuQuotaPercent <= 100_000))
+  if (
+    !ok(l.memoryMaxBytes, 1 << 20) ||
+    !ok(l.pidsMax, 1) ||
+    !(l.cpuQuotaPercent > 0 && l.cpuQuotaPercent <= 100_000)
+  )
     throw new CgroupError(
       `invalid cgroup limits: memory ${l.memoryMaxBytes} (integer >= 1 MiB), pids ${l.pidsMax} (integer >= 1), ` +
         `cpu ${l.cpuQuotaPercent}% (0 < x <= 100000)`,
@@ -321,7 +332,8 @@ async function mkdirOrThrow(dir: string): Promise<void> {
 async function openV2(root: string, parentName: string): Promise<Map<Controller, string>> {
   const available = (await readFile(join(root, 'cgroup.controllers'), 'utf8')).trim().split(/\s+/);
   const missing = V2_CONTROLLERS.filter((c) => !available.includes(c));
-  if (missing.length > 0) throw new CgroupError(`cgroup v2 at ${root} lacks the ${missing.join(', ')} controller(s)`);
+  if (missing.length > 0)
+    throw new CgroupError(`cgroup v2 at ${root} lacks the ${missing.join(', ')} controller(s)`);
   const parent = join(root, parentName);
   const enable = V2_CONTROLLERS.map((c) => `+${c}`).join(' ');
   await write(join(root, 'cgroup.subtree_control'), enable);
@@ -360,4 +372,3 @@ async function ownV1Groups(): Promise<Map<string, string>> {
   }
   return own;
 }
-

@@ -48,6 +48,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,22 +79,27 @@ static const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGU
 #define N_FORWARDED ((int)(sizeof forwarded / sizeof forwarded[0]))
 static volatile sig_atomic_t child_pid;
 
-static void die(const char *step)
+/* "hearth-jailer: <step>: <strerror>" on stderr, exit 125. `fmt` names the step. */
+static void die(const char *fmt, ...)
 {
-	fprintf(stderr, "hearth-jailer: %s: %s\n", step, strerror(errno));
+	int err = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("hearth-jailer: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, ": %s\n", strerror(err));
 	_exit(EXIT_SETUP);
 }
 
-/* Like die() for a step about a path: "hearth-jailer: <step> <path>: <strerror>". */
-static void die_path(const char *step, const char *path)
+static void usage(const char *fmt, ...)
 {
-	fprintf(stderr, "hearth-jailer: %s %s: %s\n", step, path, strerror(errno));
-	_exit(EXIT_SETUP);
-}
-
-static void usage(const char *why)
-{
-	fprintf(stderr, "hearth-jailer: usage: %s\n", why);
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("hearth-jailer: usage: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
 	_exit(EXIT_SETUP);
 }
 
@@ -102,30 +108,19 @@ static unsigned long long number(const char *opt, const char *s, unsigned long l
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *s < '0' || *s > '9' || *end || v == 0 || v > max) {
-		fprintf(stderr, "hearth-jailer: usage: %s needs an integer in 1..%llu, not '%s'\n", opt, max, s);
-		_exit(EXIT_SETUP);
-	}
+	if (errno || *s < '0' || *s > '9' || *end || v == 0 || v > max)
+		usage("%s needs an integer in 1..%llu, not '%s'", opt, max, s);
 	return v;
 }
 
-/* Absolute, normalised (no "//", "/./", "/../", trailing "/", "/." or "/.."), and not "/". */
-static int valid_path(const char *p)
-{
-	size_t n = strlen(p);
-	if (p[0] != '/' || n < 2 || n >= PATH_MAX - 256 || p[n - 1] == '/')
-		return 0;
-	if (strstr(p, "//") || strstr(p, "/./") || strstr(p, "/../"))
-		return 0;
-	return !(n >= 2 && strcmp(p + n - 2, "/.") == 0) && !(n >= 3 && strcmp(p + n - 3, "/..") == 0);
-}
-
+/* Absolute and normalised (no "//", "/./", "/../", trailing "/", "/." or "/.."), and not "/". */
 static const char *path_arg(const char *opt, const char *p)
 {
-	if (!valid_path(p)) {
-		fprintf(stderr, "hearth-jailer: usage: %s needs an absolute, normalised path, not '%s'\n", opt, p);
-		_exit(EXIT_SETUP);
-	}
+	size_t n = strlen(p);
+	if (p[0] != '/' || n < 2 || n >= PATH_MAX - 256 || p[n - 1] == '/' || strstr(p, "//") ||
+	    strstr(p, "/./") || strstr(p, "/../") || strcmp(p + n - 2, "/.") == 0 ||
+	    (n >= 3 && strcmp(p + n - 3, "/..") == 0))
+		usage("%s needs an absolute, normalised path, not '%s'", opt, p);
 	return p;
 }
 
@@ -141,7 +136,7 @@ static void parse(int argc, char **argv, struct opts *o)
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i += 2) {
 		const char *opt = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!v)
-			usage("option without a value");
+			usage("%s needs a value", opt);
 		if (!strcmp(opt, "--netns")) o->netns = path_arg(opt, v);
 		else if (!strcmp(opt, "--uid")) o->uid = number(opt, v, 4294967294ULL);
 		else if (!strcmp(opt, "--gid")) o->gid = number(opt, v, 4294967294ULL);
@@ -149,19 +144,17 @@ static void parse(int argc, char **argv, struct opts *o)
 		else if (!strcmp(opt, "--root")) o->root = path_arg(opt, v);
 		else if (!strcmp(opt, "--ro") || !strcmp(opt, "--rw")) {
 			o->binds[o->n_binds].path = path_arg(opt, v);
-			o->binds[o->n_binds++].rw = opt[4] == 'w';
+			o->binds[o->n_binds++].rw = opt[3] == 'w';
 		} else if (!strcmp(opt, "--dev")) {
 			if (strncmp(path_arg(opt, v), "/dev/", 5) != 0)
-				usage("--dev paths must be below /dev/");
+				usage("--dev paths must be below /dev/, not '%s'", v);
 			o->devs[o->n_devs++] = v;
 		} else if (!strcmp(opt, "--nofile")) o->nofile = number(opt, v, 1ULL << 30);
 		else if (!strcmp(opt, "--nproc")) o->nproc = number(opt, v, 1ULL << 30);
 		else if (!strcmp(opt, "--fsize")) o->fsize = number(opt, v, 1ULL << 62);
 		else if (!strcmp(opt, "--hostname")) o->hostname = v;
-		else {
-			fprintf(stderr, "hearth-jailer: usage: unknown option '%s'\n", opt);
-			_exit(EXIT_SETUP);
-		}
+		else
+			usage("unknown option '%s'", opt);
 	}
 	if (i >= argc || i + 1 >= argc || argv[i + 1][0] != '/')
 		usage("expected -- /abs/path/to/binary [args...]");
@@ -178,7 +171,7 @@ static void write_pid(const char *file)
 	int fd = open(file, O_WRONLY | O_CLOEXEC);
 	int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
 	if (fd < 0 || write(fd, buf, n) != n)
-		die_path("cgroup-procs", file);
+		die("cgroup-procs %s", file);
 	close(fd);
 }
 
@@ -195,7 +188,7 @@ static void mkdir_p(const char *path, int self)
 			return;
 		*s = '\0';
 		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			die_path("mkdir", buf);
+			die("mkdir %s", buf);
 		if (c == '\0')
 			return;
 		*s = c;
@@ -209,7 +202,7 @@ static void mount_point(const char *target, int dir)
 	if (!dir) {
 		int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 		if (fd < 0)
-			die_path("create mount point", target);
+			die("create mount point %s", target);
 		close(fd);
 	}
 }
@@ -217,10 +210,10 @@ static void mount_point(const char *target, int dir)
 static void bind(const char *src, const char *target, unsigned long flags)
 {
 	if (mount(src, target, NULL, MS_BIND | MS_REC, NULL) < 0)
-		die_path("bind", src);
+		die("bind %s", src);
 	/* A bind remount replaces the per-mount flags: `flags` is the complete set. */
 	if (mount(NULL, target, NULL, MS_BIND | MS_REMOUNT | flags, NULL) < 0)
-		die_path("remount", target);
+		die("remount %s", target);
 }
 
 /* Exits if the parent is gone: the sync pipe's only writer is the parent. */
@@ -228,16 +221,16 @@ static void check_parent(int sync_rd)
 {
 	struct pollfd p = { .fd = sync_rd, .events = POLLIN };
 	if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR))) {
-		fprintf(stderr, "hearth-jailer: parent exited during setup\n");
-		_exit(EXIT_SETUP);
+		errno = ESRCH;
+		die("parent exited during setup");
 	}
 }
 
-static void set_limit(int resource, unsigned long long v, const char *step)
+static void set_limit(int resource, unsigned long long v, const char *name)
 {
 	struct rlimit r = { .rlim_cur = v, .rlim_max = v };
 	if (setrlimit(resource, &r) < 0)
-		die(step);
+		die("setrlimit(%s)", name);
 }
 
 static void run_child(const struct opts *o, int sync_rd)
@@ -253,25 +246,25 @@ static void run_child(const struct opts *o, int sync_rd)
 		n = read(sync_rd, &c, 1);
 	while (n < 0 && errno == EINTR);
 	if (n != 1) {
-		fprintf(stderr, "hearth-jailer: parent exited before setup\n");
-		_exit(EXIT_SETUP);
+		errno = n < 0 ? errno : ESRCH;
+		die("wait for parent");
 	}
 
 	/* A root of mount points, with /dev, /proc and /tmp first (binds may go below /tmp). */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		die("make mounts private");
 	if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=755") < 0)
-		die_path("mount tmpfs on", root);
+		die("mount tmpfs on %s", root);
 	snprintf(path, sizeof path, "%s/dev", root);
 	if (mkdir(path, 0755) < 0 || mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755") < 0)
 		die("mount /dev");
 	for (int i = 0; i < o->n_devs; i++) {
 		struct stat st;
 		if (stat(o->devs[i], &st) < 0)
-			die_path("device", o->devs[i]);
+			die("device %s", o->devs[i]);
 		if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) {
 			errno = ENODEV;
-			die_path("device", o->devs[i]);
+			die("device %s", o->devs[i]);
 		}
 		snprintf(path, sizeof path, "%s%s", root, o->devs[i]);
 		mount_point(path, 0);
@@ -284,7 +277,7 @@ static void run_child(const struct opts *o, int sync_rd)
 	for (int i = 0; i < 4; i++) {
 		snprintf(path, sizeof path, "%s/dev/%s", root, dev_links[i][0]);
 		if (symlink(dev_links[i][1], path) < 0 && errno != EEXIST)
-			die_path("symlink", path);
+			die("symlink %s", path);
 	}
 	snprintf(path, sizeof path, "%s/proc", root);
 	if (mkdir(path, 0555) < 0 || mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
@@ -298,7 +291,7 @@ static void run_child(const struct opts *o, int sync_rd)
 		struct stat st;
 		struct statvfs vfs;
 		if (stat(src, &st) < 0 || statvfs(src, &vfs) < 0)
-			die_path("bind source", src);
+			die("bind source %s", src);
 		unsigned long flags = MS_NOSUID | MS_NODEV;
 		if (!o->binds[i].rw || (vfs.f_flag & ST_RDONLY))
 			flags |= MS_RDONLY;
@@ -317,13 +310,13 @@ static void run_child(const struct opts *o, int sync_rd)
 			continue;
 		ssize_t len = readlink(links[i], buf, sizeof buf - 1);
 		if (len < 0)
-			die_path("readlink", links[i]);
+			die("readlink %s", links[i]);
 		buf[len] = '\0';
 		snprintf(path, sizeof path, "%s%s", root, links[i]);
 		if (lstat(path, &st) == 0)
 			continue; /* a bind mount is already there */
 		if (symlink(buf, path) < 0)
-			die_path("symlink", path);
+			die("symlink %s", path);
 	}
 
 	/* Into the new root; the host's tree is detached and unreachable. */
@@ -343,13 +336,13 @@ static void run_child(const struct opts *o, int sync_rd)
 	const char *host = o->hostname ? o->hostname : "hearth-jail";
 	if (sethostname(host, strlen(host)) < 0)
 		die("sethostname");
-	set_limit(RLIMIT_CORE, 0, "setrlimit(CORE)");
+	set_limit(RLIMIT_CORE, 0, "CORE");
 	if (o->nofile)
-		set_limit(RLIMIT_NOFILE, o->nofile, "setrlimit(NOFILE)");
+		set_limit(RLIMIT_NOFILE, o->nofile, "NOFILE");
 	if (o->nproc)
-		set_limit(RLIMIT_NPROC, o->nproc, "setrlimit(NPROC)");
+		set_limit(RLIMIT_NPROC, o->nproc, "NPROC");
 	if (o->fsize)
-		set_limit(RLIMIT_FSIZE, o->fsize, "setrlimit(FSIZE)");
+		set_limit(RLIMIT_FSIZE, o->fsize, "FSIZE");
 
 	/* Drop root for good: with every uid non-zero the kernel clears all capabilities. */
 	uid_t uid = (uid_t)o->uid;
@@ -382,7 +375,7 @@ static void run_child(const struct opts *o, int sync_rd)
 	}
 	execv(o->argv[0], o->argv);
 	fprintf(stderr, "hearth-jailer: exec %s: %s\n", o->argv[0], strerror(errno));
-	_exit(EXIT_EXEC);
+	_exit(EXIT_EXEC); /* not die(): 127 tells the caller the jail worked but the program did not start */
 }
 
 static void forward(int sig)
@@ -403,7 +396,7 @@ int main(int argc, char **argv)
 	if (o.netns) {
 		int fd = open(o.netns, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
-			die_path("setns", o.netns);
+			die("setns %s", o.netns);
 		close(fd);
 	}
 	if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID) < 0)

@@ -159,7 +159,8 @@ export function jailedCommand(
       throw new JailConfigError(`${what} must be an integer in 1..4294967294 (never root), not ${id}`);
   }
   for (const a of args) {
-    if (typeof a !== 'string' || a.includes('\0')) throw new JailConfigError('arguments must not contain NUL');
+    if (typeof a !== 'string' || a.includes('\0'))
+      throw new JailConfigError('arguments must not contain NUL');
   }
   const binds = new Map<string, 'ro' | 'rw'>();
   for (const [kind, paths] of [
@@ -261,5 +262,7 @@ export function readJailerPid(stdout: NodeJS.ReadableStream, timeoutMs: number):
 }
 
 function printable(s: Buffer | string): string {
-  return (typeof s === 'string' ? s : s.toString('latin1')).slice(0, MAX_PID_LINE).replace(/[^\x20-\x7e]/g, '?');
+  return (typeof s === 'string' ? s : s.toString('latin1'))
+    .slice(0, MAX_PID_LINE)
+    .replace(/[^\x20-\x7e]/g, '?');
 }

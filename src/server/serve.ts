@@ -145,6 +145,8 @@ function extensionRoutes(o: {
 export interface StartOptions {
   /** Sees every API response (tests check them against the OpenAPI document). */
   onApiResponse?: (e: ResponseEvent) => void;
+  /** Answer 500 when a handler's output does not match its output shape (tests turn it on). */
+  strictApiOutput?: boolean;
   /**
    * Verify the snapshot of each image's latest ACTIVE version in the background once serving, so
    * the first launch of each does not wait for its checksums (a 512 MiB template hashes in ~1 s).
@@ -287,6 +289,7 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     // RunMicrovm on an image with no ACTIVE version answers 404 "No active version found", as AWS does.
     errorCodes: { IMAGE_NO_ACTIVE_VERSION: 'ResourceNotFoundException' },
     ...(opts.onApiResponse ? { onResponse: opts.onApiResponse } : {}),
+    ...(opts.strictApiOutput ? { strictOutput: true } : {}),
   });
   const ext = extensionRoutes({
     verifier: new SigV4Verifier({ region: config.region, lookupSecret }),

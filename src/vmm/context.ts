@@ -2,7 +2,7 @@ import type { DataDir } from '../config/data-dir.js';
 import type { NetworkManager } from '../net/vm-network.js';
 import type { HostArtifacts } from '../setup/host-artifacts.js';
 import type { Logger } from '../util/log.js';
-import type { VmCgroups } from '../jail/vm-cgroups.js';
+import type { CgroupManager } from '../jail/cgroups.js';
 import type { VerifiedFiles } from './snapshot-manifest.js';
 
 /** What every lifecycle operation of the engine needs to know about the host. */
@@ -15,7 +15,7 @@ export interface EngineContext {
   /** Cap on TCG's code cache per VM, MiB. */
   tcgCacheMiB: number;
   /** Per-VM control groups (memory, pids, CPU limits), or undefined when disabled. */
-  cgroups: VmCgroups | undefined;
+  cgroups: CgroupManager | undefined;
   /** A VM may use up to this many times its baseline CPU (its memory / 2 GiB of a core). */
   cpuBurstFactor: number;
   /** Deadline for QEMU to create its QMP socket and greet, ms. */

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { HearthError } from '../errors.js';
-import { VmCgroups } from '../jail/vm-cgroups.js';
+import { CgroupManager } from '../jail/cgroups.js';
 import { sha256 } from '../util/hash.js';
 import type { DataDir } from '../config/data-dir.js';
 import { assertSafeId } from '../config/data-dir.js';
@@ -55,6 +55,18 @@ export class VmNotFoundError extends HearthError {
   constructor(what: 'VM' | 'template', id: string) {
     super(`${what} ${id} not found`);
   }
+}
+
+/**
+ * The control groups of this data directory's VMs (parent `hearth-<hash of the data dir>`, so two
+ * Hearths on one host never reap each other's groups). Without writable cgroups VMs still run,
+ * without memory, task and CPU limits, and the log says why.
+ */
+async function openCgroups(dataDir: DataDir, log: Logger): Promise<CgroupManager | undefined> {
+  const probe = await CgroupManager.probe(undefined, `hearth-${sha256(dataDir.root).slice(0, 12)}`);
+  if (!probe.manager)
+    log.warn('no control groups: microVMs run without memory, task and CPU limits', { reason: probe.reason });
+  return probe.manager;
 }
 
 export interface EngineOptions {
@@ -156,10 +168,7 @@ export class Engine {
       }),
       verified: new VerifiedFiles(),
       tcgCacheMiB: opts.tcgCacheMiB ?? 128,
-      cgroups:
-        opts.cgroups === false
-          ? undefined
-          : await VmCgroups.open({ parentName: `hearth-${sha256(dataDir.root).slice(0, 12)}` }),
+      cgroups: opts.cgroups === false ? undefined : await openCgroups(dataDir, log),
       cpuBurstFactor: 4,
       qmpConnectTimeoutMs: 10_000,
     };
@@ -179,7 +188,8 @@ export class Engine {
     const reaped = await this.ctx.cgroups?.reapOrphans(
       new Set(adopted.flatMap((vm) => (vm.cgroup ? [vm.cgroup.name] : []))),
     );
-    if (reaped) this.ctx.log.info('removed control groups left by a previous engine', { count: reaped });
+    if (reaped?.length)
+      this.ctx.log.info('removed control groups left by a previous engine', { count: reaped.length });
     for (const id of await readdir(this.ctx.dataDir.vmsDir).catch(() => [] as string[])) {
       const L = new VmLayout(this.ctx.dataDir.vmsDir, id);
       if (!this.vms.has(id)) await rm(L.runDir, { recursive: true, force: true });

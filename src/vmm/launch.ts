@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import type { CgroupLimits, VmCgroup } from '../jail/vm-cgroups.js';
+import type { CgroupLimits, VmCgroup } from '../jail/cgroups.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import type { EngineContext } from './context.js';
 import type { MicroVm } from './microvm.js';

@@ -1,4 +1,4 @@
-import type { VmCgroup } from '../jail/vm-cgroups.js';
+import type { VmCgroup } from '../jail/cgroups.js';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../util/log.js';
 import type { WorkloadSpec } from '../guest/workload-config.js';

@@ -7,9 +7,12 @@ import {
   ConflictException,
   CreateMicrovmAuthTokenCommand,
   CreateMicrovmImageCommand,
+  DeleteMicrovmImageCommand,
+  DeleteMicrovmImageVersionCommand,
   GetMicrovmCommand,
   GetMicrovmImageBuildCommand,
   GetMicrovmImageCommand,
+  GetMicrovmImageVersionCommand,
   ListManagedMicrovmImagesCommand,
   ListManagedMicrovmImageVersionsCommand,
   ListMicrovmImageBuildsCommand,
@@ -24,6 +27,7 @@ import {
   TagResourceCommand,
   TerminateMicrovmCommand,
   UntagResourceCommand,
+  UpdateMicrovmImageCommand,
   UpdateMicrovmImageVersionCommand,
   ValidationException,
   createEndpointToken,
@@ -232,7 +236,7 @@ describe('the API through the official AWS SDK client', () => {
     );
   });
 
-  it('builds from an http:// code artifact (a zip downloaded, then checked like a local one)', async () => {
+  it('builds from an http:// code artifact (a zip downloaded, then checked like a local one), updates, deletes', async () => {
     const dir = fixtureImage('lifecycle');
     const zip = makeZip(readdirSync(dir).map((f) => ({ name: f, data: readFileSync(join(dir, f)) })));
     const http = createServer((req, res) => {
@@ -266,6 +270,35 @@ describe('the API through the official AWS SDK client', () => {
       const failure = JSON.stringify(builds.items);
       expect(failure).toContain('CODE_ARTIFACT_NOT_FOUND');
       expect(failure).not.toContain('s3cret');
+
+      // A new version from a local artifact, then the old one and the images deleted.
+      const updated = await t.client.send(
+        new UpdateMicrovmImageCommand({
+          imageIdentifier: remote,
+          codeArtifact: { uri: fixtureImage('lifecycle') },
+          baseImageArn: BASE_ARN,
+          buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
+          resources: [{ minimumMemoryInMiB: 512 }],
+        }),
+      );
+      expect(updated).toMatchObject({ name: remote, imageVersion: '2.0' });
+      expect((await waitForImageVersion(t.client, remote, '2.0')).state).toBe('SUCCESSFUL');
+      expect(
+        await t.client.send(
+          new GetMicrovmImageVersionCommand({ imageIdentifier: remote, imageVersion: '2.0' }),
+        ),
+      ).toMatchObject({ imageVersion: '2.0', state: 'SUCCESSFUL', status: 'ACTIVE' });
+      await t.client.send(
+        new DeleteMicrovmImageVersionCommand({ imageIdentifier: remote, imageVersion: '1.0' }),
+      );
+      const left = await t.client.send(new ListMicrovmImageVersionsCommand({ imageIdentifier: remote }));
+      expect(left.items?.map((v) => v.imageVersion)).toEqual(['2.0']);
+      for (const image of [remote, `${remote}-404`]) {
+        await t.client.send(new DeleteMicrovmImageCommand({ imageIdentifier: image }));
+        await expect(
+          t.client.send(new GetMicrovmImageCommand({ imageIdentifier: image })),
+        ).rejects.toBeInstanceOf(ResourceNotFoundException);
+      }
     } finally {
       http.close();
     }

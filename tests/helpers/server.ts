@@ -33,6 +33,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   });
   const specViolations: string[] = [];
   const server = await startServer(config, {
+    strictApiOutput: true,
     onApiResponse: (e) => {
       if (!e.operation || !e.body) return;
       const problems = checkResponse(e.operation as OperationName, e.status, JSON.parse(e.body));

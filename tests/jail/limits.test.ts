@@ -57,7 +57,7 @@ describe('resource limits: a hostile guest leaves the host and other VMs healthy
     expect(cpuShare).toBeLessThanOrEqual(limits.cpuQuotaPercent / 100 + 0.15);
     const usage = await hostile.cgroup!.usage();
     expect(usage.memoryCurrentBytes).toBeLessThanOrEqual(limits.memoryMaxBytes);
-    expect(usage.pidsCurrent).toBeLessThanOrEqual(limits.pidsMax); // guest processes are not host tasks
+    expect(usage.pids).toBeLessThanOrEqual(limits.pidsMax); // guest processes are not host tasks
     // The guest kernel contained it: QEMU still runs (the guest's OOM killer took the hog).
     expect(hostile.process!.hasExited).toBe(false);
   });
