@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { HearthError } from '../errors.js';
@@ -54,6 +54,30 @@ export class VmNotFoundError extends HearthError {
   readonly code = 'VMM_NOT_FOUND';
   constructor(what: 'VM' | 'template', id: string) {
     super(`${what} ${id} not found`);
+  }
+}
+
+/**
+ * Under TCG the guest's TSC is the host's. Told its frequency, the guest kernel skips calibrating
+ * it against the PIT: on a busy host (several TCG vCPUs per core) that calibration fails, and with
+ * no HPET or PM timer on `-M microvm` the kernel marks the TSC unstable and hangs in early boot
+ * (seen as "tsc: Unable to calibrate against PIT" as the last console line).
+ */
+function tcgTscArgs(): string[] {
+  const khz = hostTscKhz();
+  return khz ? [`tsc_early_khz=${khz}`] : [];
+}
+
+/** The host's TSC frequency, kHz, from /proc/cpuinfo when the CPU says it is constant; else undefined. */
+function hostTscKhz(): number | undefined {
+  try {
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const flags = /^flags\s*:(.*)$/m.exec(info)?.[1] ?? '';
+    if (!/\bconstant_tsc\b/.test(flags) || !/\bnonstop_tsc\b/.test(flags)) return undefined;
+    const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)$/m.exec(info)?.[1]);
+    return Number.isFinite(mhz) && mhz > 100 ? Math.round(mhz * 1000) : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -129,6 +153,10 @@ export interface TemplateManifest extends SnapshotManifest {
 
 const DEFAULT_MEMORY_MIB = 512;
 const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
+/** How long guest init may stay silent in a cold boot before it counts as hung (see restartHungBoot). */
+const EARLY_BOOT_TIMEOUT_MS = 30_000;
+/** Cold-boot attempts when the guest hangs in early boot. */
+const BOOT_ATTEMPTS = 3;
 const QEMU_QUIT_TIMEOUT_MS = 10_000;
 
 /**
@@ -324,6 +352,7 @@ export class Engine {
       kernelPath: a.kernel.vmlinuz,
       initrdPath: L.initrd,
       cmdline: defaultCmdline([
+        ...(a.accel.accel === 'tcg' ? tcgTscArgs() : []),
         `hearth.ip=${GUEST_IP}/${GUEST_PREFIX}`,
         `hearth.gw=${GUEST_GATEWAY}`,
         `hearth.hostname=${hostname}`,
@@ -359,35 +388,47 @@ export class Engine {
         bootConfigArchive({ workload: o.workload, hostname }),
       ]);
       await writeFile(L.initrd, initrd, { mode: 0o644 });
-      await launchQemu(this.ctx, vm, {
-        memoryFile: L.memoryFile,
-        memoryShared: true,
-        rootDisk: L.layer(1),
-        incoming: false,
-        network: vm.network,
-      });
       const timeoutMs = o.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
-      const deadline = Date.now() + timeoutMs;
+      let deadline = Date.now() + timeoutMs;
       const abort = () => vm.process?.exitError();
+      for (let attempt = 1; ; attempt++) {
+        const attemptStart = Date.now();
+        await launchQemu(this.ctx, vm, {
+          memoryFile: L.memoryFile,
+          memoryShared: true,
+          rootDisk: L.layer(1),
+          incoming: false,
+          network: vm.network,
+        });
+        const initMs = Math.min(EARLY_BOOT_TIMEOUT_MS, Math.max(1, deadline - Date.now()));
+        try {
+          const control = await vm.control(initMs);
+          await control.ping(initMs);
+          break;
+        } catch (e) {
+          // A closed guest channel is often the first sign that QEMU died: give its exit a moment to
+          // be observed, so the error names QEMU's own message rather than a timeout.
+          const explained = await vm.explain(e);
+          if (explained !== e) throw explained;
+          if (attempt < BOOT_ATTEMPTS && initMs === EARLY_BOOT_TIMEOUT_MS) {
+            await this.restartHungBoot(vm, attempt, baseDisk);
+            deadline += Date.now() - attemptStart; // a hung boot is not the workload's time
+            continue;
+          }
+          throw new BootTimeoutError(vm.id, 'guest init', timeoutMs, await vm.consoleTail(15), { cause: e });
+        }
+      }
       try {
-        const control = await vm.control(timeoutMs);
-        await control.ping(Math.max(1, deadline - Date.now()));
         if (o.waitForPort !== undefined) {
           await waitForTcp(vm.network.endpointIp, o.waitForPort, Math.max(1, deadline - Date.now()), abort);
         }
       } catch (e) {
-        // A closed guest channel is often the first sign that QEMU died: give its exit a moment to
-        // be observed, so the error names QEMU's own message rather than a timeout.
         const explained = await vm.explain(e);
         throw (
           (explained !== e ? explained : undefined) ??
-          new BootTimeoutError(
-            vm.id,
-            o.waitForPort ? `port ${o.waitForPort}` : 'guest init',
-            timeoutMs,
-            await vm.consoleTail(15),
-            { cause: e },
-          )
+          new BootTimeoutError(vm.id, `port ${o.waitForPort}`, timeoutMs, await vm.consoleTail(15), {
+            cause: e,
+          })
         );
       }
       vm.state = 'running';
@@ -704,6 +745,36 @@ export class Engine {
    * Releases everything a VM holds while it runs: QEMU (killed if still alive), connections,
    * network, sockets. Sets the final state. Never throws.
    */
+  /**
+   * A cold boot whose guest init stays silent for EARLY_BOOT_TIMEOUT_MS (it answers within ~3 s
+   * normally, ~10 s on a loaded host) is stuck in early boot: seen rarely under TCG, with nothing
+   * on the console. Logs where the vCPU is, kills QEMU and starts over on a fresh RAM file and
+   * disk layer (the guest never got to write anything). The network is kept.
+   */
+  private async restartHungBoot(
+    vm: MicroVm,
+    attempt: number,
+    baseDisk: { path: string; format: 'raw' | 'qcow2' },
+  ): Promise<void> {
+    const registers = await vm.qmp
+      ?.execute<string>('human-monitor-command', { 'command-line': 'info registers' })
+      .catch(() => '');
+    vm.log.warn('guest init silent in early boot; starting the VM again', {
+      attempt,
+      silentMs: EARLY_BOOT_TIMEOUT_MS,
+      rip: /RIP=([0-9a-f]+)/.exec(registers ?? '')?.[1],
+      console: (await vm.consoleTail(3)).slice(-200),
+    });
+    vm.process?.kill('SIGKILL');
+    await vm.process?.exited;
+    vm.process = undefined;
+    vm.disconnect();
+    const L = vm.layout;
+    await rm(L.memoryFile, { force: true });
+    await rm(L.layer(1), { force: true });
+    await createOverlay(L.layer(1), baseDisk.path, baseDisk.format);
+  }
+
   private async teardown(vm: MicroVm, state: MicroVm['state'], reason: string): Promise<void> {
     if (vm.process && !vm.process.hasExited) {
       vm.process.kill('SIGKILL');

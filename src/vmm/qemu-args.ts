@@ -61,6 +61,8 @@ export function defaultCmdline(extra: string[] = []): string {
     'i8042.dumbkbd',
     '8250.nr_uarts=1',
     'random.trust_cpu=on',
+    'no_timer_check',
+    'tsc=reliable',
     ...extra,
   ].join(' ');
 }
