@@ -8,7 +8,7 @@
  * them through redactUri (scheme, host and path).
  */
 import { constants } from 'node:fs';
-import { createHash, createHmac } from 'node:crypto';
+import { NodeSha256 } from '../util/node-sha256.js';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { SignatureV4 } from '@smithy/signature-v4';
@@ -351,26 +351,4 @@ function scrub(text: string, uri: string, shown: string): string {
 /** RFC 3986 encoding of one path segment, as S3 expects it (encodeURIComponent plus !'()*). */
 function escapeUri(s: string): string {
   return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
-type SourceData = string | ArrayBuffer | ArrayBufferView;
-
-function bytesOf(d: SourceData): Uint8Array | string {
-  if (typeof d === 'string') return d;
-  if (d instanceof ArrayBuffer) return new Uint8Array(d);
-  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
-}
-
-/** SHA-256 and HMAC-SHA-256 with node:crypto, in the shape SignatureV4 wants (as src/sdk does). */
-class NodeSha256 {
-  private readonly h;
-  constructor(secret?: SourceData) {
-    this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', bytesOf(secret));
-  }
-  update(data: SourceData): void {
-    this.h.update(bytesOf(data));
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(this.h.digest()));
-  }
 }

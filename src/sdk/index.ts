@@ -8,9 +8,9 @@
  *   const vm = await client.send(new RunMicrovmCommand({ imageIdentifier: 'my-image' }));
  *   await waitForMicrovm(client, vm.microvmId!, ['RUNNING']);
  */
-import { createHash, createHmac } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { NodeSha256 } from '../util/node-sha256.js';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
@@ -167,27 +167,6 @@ export async function createEndpointToken(
 export function endpointUrl(microvm: { endpoint?: string }, path = '/'): string {
   if (!microvm.endpoint) throw new Error('the microVM has no endpoint');
   return `https://${microvm.endpoint}${path}`;
-}
-
-type SourceData = string | ArrayBuffer | ArrayBufferView;
-
-function bytes(d: SourceData): Uint8Array | string {
-  if (typeof d === 'string') return d;
-  if (d instanceof ArrayBuffer) return new Uint8Array(d);
-  return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
-}
-
-class NodeSha256 {
-  private readonly h;
-  constructor(secret?: SourceData) {
-    this.h = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
-  }
-  update(data: SourceData): void {
-    this.h.update(bytes(data));
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(new Uint8Array(this.h.digest()));
-  }
 }
 
 /**
