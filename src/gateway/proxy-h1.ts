@@ -12,15 +12,8 @@ import { ClientGoneError, type Admitted } from './admission.js';
 import type { VmConnection } from './connections.js';
 import type { GatewayContext } from './context.js';
 import { ConnectionsClosedError, UnsupportedRequestError, asGatewayError } from './errors.js';
-import { hearthCookie, sendErrorH1 } from './respond.js';
-import {
-  COOKIE_AUTH,
-  COOKIE_MICROVM,
-  forwardRawRequestHeaders,
-  responseHeaderList,
-  parseTarget,
-  type Target,
-} from './routing.js';
+import { sendErrorH1, visitRedirectHeaders } from './respond.js';
+import { forwardRawRequestHeaders, responseHeaderList, parseTarget, type Target } from './routing.js';
 import { upstreamError, type H1Call } from './upstream.js';
 
 const CONN = Symbol('hearth.h1');
@@ -97,20 +90,7 @@ export function redirectSettingCookies(
   admitted: Admitted,
   secure: boolean,
 ): void {
-  const cookies: string[] = [];
-  const q = target.fromQuery!;
-  if (q.auth !== undefined)
-    cookies.push(
-      hearthCookie(COOKIE_AUTH, q.auth, { secure, maxAgeS: admitted.tokenExpiresAtS - Date.now() / 1000 }),
-    );
-  if (q.microvm !== undefined) cookies.push(hearthCookie(COOKIE_MICROVM, q.microvm, { secure }));
-  res.writeHead(303, {
-    location: target.path,
-    'set-cookie': cookies,
-    'cache-control': 'no-store',
-    'referrer-policy': 'no-referrer',
-    'content-length': 0,
-  });
+  res.writeHead(303, { ...visitRedirectHeaders(target, admitted, secure), 'content-length': 0 });
   res.end();
 }
 

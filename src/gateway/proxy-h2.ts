@@ -21,15 +21,8 @@ import {
   asGatewayError,
 } from './errors.js';
 import { forwardToH2c } from './proxy-h2c.js';
-import { hearthCookie, sendErrorH2 } from './respond.js';
-import {
-  COOKIE_AUTH,
-  COOKIE_MICROVM,
-  forwardRequestHeaders,
-  isHopByHopResponseHeader,
-  parseTarget,
-  type Target,
-} from './routing.js';
+import { sendErrorH2, visitRedirectHeaders } from './respond.js';
+import { forwardRequestHeaders, isHopByHopResponseHeader, parseTarget, type Target } from './routing.js';
 import { upstreamError } from './upstream.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
@@ -96,23 +89,7 @@ function redirectSettingCookies(
   admitted: Admitted,
   secure: boolean,
 ): void {
-  const cookies: string[] = [];
-  const q = target.fromQuery!;
-  if (q.auth !== undefined)
-    cookies.push(
-      hearthCookie(COOKIE_AUTH, q.auth, { secure, maxAgeS: admitted.tokenExpiresAtS - Date.now() / 1000 }),
-    );
-  if (q.microvm !== undefined) cookies.push(hearthCookie(COOKIE_MICROVM, q.microvm, { secure }));
-  stream.respond(
-    {
-      ':status': 303,
-      location: target.path,
-      'set-cookie': cookies,
-      'cache-control': 'no-store',
-      'referrer-policy': 'no-referrer',
-    },
-    { endStream: true },
-  );
+  stream.respond({ ':status': 303, ...visitRedirectHeaders(target, admitted, secure) }, { endStream: true });
 }
 
 /** The 'stream' handler of the gateway's HTTP/2 server. */

@@ -7,7 +7,9 @@ import type { ServerResponse } from 'node:http';
 import type { ServerHttp2Stream } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
+import type { Admitted } from './admission.js';
 import type { GatewayError } from './errors.js';
+import { COOKIE_AUTH, COOKIE_MICROVM, type Target } from './routing.js';
 
 function body(err: GatewayError): string {
   return JSON.stringify(err.toJSON());
@@ -128,4 +130,28 @@ export function hearthCookie(name: string, value: string, o: { secure: boolean; 
     (o.secure ? '; Secure' : '') +
     (o.maxAgeS !== undefined ? `; Max-Age=${Math.max(0, Math.floor(o.maxAgeS))}` : '')
   );
+}
+
+/**
+ * Headers of the 303 that answers a browser's ?hearth-auth / ?hearth-microvm visit: the cookies,
+ * and a redirect to the same URL without those parameters (HTTP/1.1 and HTTP/2 alike).
+ */
+export function visitRedirectHeaders(
+  target: Target,
+  admitted: Admitted,
+  secure: boolean,
+): { location: string; 'set-cookie': string[]; 'cache-control': string; 'referrer-policy': string } {
+  const cookies: string[] = [];
+  const q = target.fromQuery!;
+  if (q.auth !== undefined)
+    cookies.push(
+      hearthCookie(COOKIE_AUTH, q.auth, { secure, maxAgeS: admitted.tokenExpiresAtS - Date.now() / 1000 }),
+    );
+  if (q.microvm !== undefined) cookies.push(hearthCookie(COOKIE_MICROVM, q.microvm, { secure }));
+  return {
+    location: target.path,
+    'set-cookie': cookies,
+    'cache-control': 'no-store',
+    'referrer-policy': 'no-referrer',
+  };
 }

@@ -11,7 +11,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { NodeSha256 } from '../util/node-sha256.js';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -169,6 +169,39 @@ export function endpointUrl(microvm: { endpoint?: string }, path = '/'): string 
   return `https://${microvm.endpoint}${path}`;
 }
 
+/** Sends one request to Hearth's API signed with SigV4 (JSON `payload` if given); resolves with the response. */
+async function signedRequest(
+  c: HearthConnection,
+  method: string,
+  url: URL,
+  payload?: string,
+): Promise<IncomingMessage> {
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
+    region: c.region,
+    service: 'lambda',
+    sha256: NodeSha256,
+  });
+  const headers: Record<string, string> = { host: url.host };
+  if (payload) headers['content-type'] = 'application/json';
+  const signed = await signer.sign({
+    method,
+    protocol: url.protocol,
+    hostname: url.hostname,
+    ...(url.port ? { port: Number(url.port) } : {}),
+    path: url.pathname,
+    query: Object.fromEntries(url.searchParams),
+    headers,
+    body: payload ?? '',
+  });
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise<IncomingMessage>((resolve, reject) => {
+    const req = request(url, { method, headers: signed.headers as Record<string, string> }, resolve);
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
 /**
  * Streams the text of a Hearth extension route (build logs, consoles), signed with SigV4 like the
  * API. Yields lines as they arrive; with follow, until the server ends the stream.
@@ -180,27 +213,7 @@ export async function* streamLines(
 ): AsyncGenerator<string> {
   const url = new URL(path, c.endpoint);
   for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
-  const signer = new SignatureV4({
-    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
-    region: c.region,
-    service: 'lambda',
-    sha256: NodeSha256,
-  });
-  const signed = await signer.sign({
-    method: 'GET',
-    protocol: url.protocol,
-    hostname: url.hostname,
-    ...(url.port ? { port: Number(url.port) } : {}),
-    path: url.pathname,
-    query: Object.fromEntries(url.searchParams),
-    headers: { host: url.host },
-  });
-  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
-    const req = request(url, { method: 'GET', headers: signed.headers as Record<string, string> }, resolve);
-    req.on('error', reject);
-    req.end();
-  });
+  const res = await signedRequest(c, 'GET', url);
   if (res.statusCode !== 200) {
     let body = '';
     for await (const chunk of res) body += String(chunk);
@@ -261,32 +274,12 @@ export async function hearthRequest<T = Record<string, unknown>>(
   path: string,
   body?: unknown,
 ): Promise<T> {
-  const url = new URL(path, c.endpoint);
-  const payload = body === undefined ? '' : JSON.stringify(body);
-  const signer = new SignatureV4({
-    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
-    region: c.region,
-    service: 'lambda',
-    sha256: NodeSha256,
-  });
-  const headers: Record<string, string> = { host: url.host };
-  if (payload) headers['content-type'] = 'application/json';
-  const signed = await signer.sign({
+  const res = await signedRequest(
+    c,
     method,
-    protocol: url.protocol,
-    hostname: url.hostname,
-    ...(url.port ? { port: Number(url.port) } : {}),
-    path: url.pathname,
-    query: Object.fromEntries(url.searchParams),
-    headers,
-    body: payload,
-  });
-  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
-    const req = request(url, { method, headers: signed.headers as Record<string, string> }, resolve);
-    req.on('error', reject);
-    req.end(payload);
-  });
+    new URL(path, c.endpoint),
+    body === undefined ? undefined : JSON.stringify(body),
+  );
   let text = '';
   for await (const chunk of res) text += String(chunk);
   const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
