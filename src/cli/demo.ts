@@ -6,13 +6,10 @@ import { loadServerConfig } from '../config/server-config.js';
 import { startServer } from '../server/serve.js';
 import { packageRoot } from '../util/package-root.js';
 import {
-  CreateMicrovmImageCommand,
-  GetMicrovmImageCommand,
   RunMicrovmCommand,
-  UpdateMicrovmImageCommand,
   createEndpointToken,
   hearthClient,
-  waitForImageVersion,
+  ensureImage,
   waitForMicrovm,
 } from '../sdk/index.js';
 
@@ -69,27 +66,23 @@ export async function runDemo(dataDir: DataDir, opts: { exitWhenDone: boolean })
     say(
       `Hearth is serving: API ${server.apiUrl}, endpoints https://<microvm-id>.${config.domain}:${server.config.gatewayPort}`,
     );
-    const existing = await client
-      .send(new GetMicrovmImageCommand({ imageIdentifier: IMAGE }))
-      .catch(() => undefined);
-    if (!existing?.latestActiveImageVersion) {
-      say(`building examples/flask into image '${IMAGE}' (buildah, then boot, ready, snapshot)...`);
-      const t0 = Date.now();
-      // An image without an ACTIVE version (a failed build, or a snapshot made with another QEMU or
-      // CPU model) gets a new version.
-      const input = {
+    const t0Build = Date.now();
+    const image = await ensureImage(
+      client,
+      IMAGE,
+      {
         codeArtifact: { uri: join(packageRoot(), 'examples', 'flask') },
         baseImageArn: 'arn:hearth:lambda:local:hearth:microvm-image:bookworm',
         buildRoleArn: 'arn:hearth:iam::000000000000:role/demo',
         resources: [{ minimumMemoryInMiB: 512 }],
-      };
-      const created = existing
-        ? await client.send(new UpdateMicrovmImageCommand({ imageIdentifier: IMAGE, ...input }))
-        : await client.send(new CreateMicrovmImageCommand({ name: IMAGE, ...input }));
-      const v = await waitForImageVersion(client, IMAGE, created.imageVersion!);
-      if (v.state !== 'SUCCESSFUL') throw new Error(`the build failed: ${v.stateReason}`);
-      say(`  built in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    } else say(`image '${IMAGE}' is already built (version ${existing.latestActiveImageVersion})`);
+      },
+      {
+        onBuild: () =>
+          say(`building examples/flask into image '${IMAGE}' (buildah, then boot, ready, snapshot)...`),
+      },
+    );
+    if (image.built) say(`  built in ${((Date.now() - t0Build) / 1000).toFixed(1)} s`);
+    else say(`image '${IMAGE}' is already built (version ${image.version})`);
 
     let t0 = Date.now();
     const run = await client.send(

@@ -17,9 +17,13 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import {
   CreateMicrovmAuthTokenCommand,
+  CreateMicrovmImageCommand,
   GetMicrovmCommand,
+  GetMicrovmImageCommand,
   GetMicrovmImageVersionCommand,
   LambdaMicrovmsClient,
+  UpdateMicrovmImageCommand,
+  type CreateMicrovmImageCommandInput,
   type GetMicrovmCommandOutput,
   type GetMicrovmImageVersionCommandOutput,
 } from '@aws-sdk/client-lambda-microvms';
@@ -142,6 +146,31 @@ export async function waitForImageVersion(
       throw new Error(`version ${imageVersion} of ${imageIdentifier} is still ${v.state}`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 500));
   }
+}
+
+/**
+ * Makes sure image `name` has an ACTIVE version to run: nothing to do if it has one; else builds
+ * one from `input` (CreateMicrovmImage for a new image, UpdateMicrovmImage for an image whose
+ * versions all failed or can no longer be restored) and waits for it. `onBuild` is called before
+ * a build starts. Throws if the build fails.
+ */
+export async function ensureImage(
+  client: LambdaMicrovmsClient,
+  name: string,
+  input: Omit<CreateMicrovmImageCommandInput, 'name'>,
+  opts: { onBuild?: () => void } = {},
+): Promise<{ version: string; built: boolean }> {
+  const image = await client
+    .send(new GetMicrovmImageCommand({ imageIdentifier: name }))
+    .catch(() => undefined);
+  if (image?.latestActiveImageVersion) return { version: image.latestActiveImageVersion, built: false };
+  opts.onBuild?.();
+  const started = image
+    ? await client.send(new UpdateMicrovmImageCommand({ imageIdentifier: name, ...input }))
+    : await client.send(new CreateMicrovmImageCommand({ name, ...input }));
+  const v = await waitForImageVersion(client, name, started.imageVersion!);
+  if (v.state !== 'SUCCESSFUL') throw new Error(`building image ${name} failed: ${v.stateReason}`);
+  return { version: v.imageVersion!, built: true };
 }
 
 /** A token for a microVM's endpoint (CreateMicrovmAuthToken), as the string to send in TOKEN_HEADER. */

@@ -31,6 +31,7 @@ import {
   UpdateMicrovmImageVersionCommand,
   ValidationException,
   createEndpointToken,
+  ensureImage,
   hearthRequest,
   waitForImageVersion,
   waitForMicrovm,
@@ -84,6 +85,20 @@ describe('the API through the official AWS SDK client', () => {
       state: 'CREATED',
       latestActiveImageVersion: '1.0',
     });
+    // ensureImage leaves an image with an ACTIVE version alone.
+    let built = false;
+    const ensured = await ensureImage(
+      t.client,
+      name,
+      {
+        codeArtifact: { uri: '/nonexistent' },
+        baseImageArn: BASE_ARN,
+        buildRoleArn: 'arn:aws:iam::000000000000:role/x',
+      },
+      { onBuild: () => (built = true) },
+    );
+    expect(ensured).toEqual({ version: '1.0', built: false });
+    expect(built).toBe(false);
     const list = await t.client.send(new ListMicrovmImagesCommand({ nameFilter: name }));
     expect(list.items?.map((i) => i.name)).toEqual([name]);
     const versions = await t.client.send(new ListMicrovmImageVersionsCommand({ imageIdentifier: name }));
@@ -270,6 +285,15 @@ describe('the API through the official AWS SDK client', () => {
       const failure = JSON.stringify(builds.items);
       expect(failure).toContain('CODE_ARTIFACT_NOT_FOUND');
       expect(failure).not.toContain('s3cret');
+      // ensureImage builds a new version of an image that has no ACTIVE one.
+      expect(
+        await ensureImage(t.client, `${remote}-404`, {
+          codeArtifact: { uri: fixtureImage('lifecycle') },
+          baseImageArn: BASE_ARN,
+          buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
+          resources: [{ minimumMemoryInMiB: 512 }],
+        }),
+      ).toEqual({ version: '2.0', built: true });
 
       // A new version from a local artifact, then the old one and the images deleted.
       const updated = await t.client.send(
