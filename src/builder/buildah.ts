@@ -53,6 +53,11 @@ export class Buildah {
   readonly outDir: string;
   private prepared = false;
 
+  /** buildah's global options naming Hearth's image storage (before the subcommand). */
+  private get storageArgs(): string[] {
+    return ['--root', this.storageRoot, '--runroot', this.runRoot, '--storage-driver', 'overlay'];
+  }
+
   constructor(builderDir: string) {
     this.home = builderDir;
     this.storageRoot = join(builderDir, 'storage');
@@ -86,12 +91,7 @@ export class Buildah {
         `XDG_RUNTIME_DIR=${this.runtimeDir}`,
         'PATH=/usr/sbin:/usr/bin:/sbin:/bin',
         'buildah',
-        '--root',
-        this.storageRoot,
-        '--runroot',
-        this.runRoot,
-        '--storage-driver',
-        'overlay',
+        ...this.storageArgs,
         ...args,
       ],
     ];
@@ -179,12 +179,7 @@ export class Buildah {
           `HEARTH_RUNROOT=${this.runRoot}`,
           `HEARTH_CTR=${ctr}`,
           'buildah',
-          '--root',
-          this.storageRoot,
-          '--runroot',
-          this.runRoot,
-          '--storage-driver',
-          'overlay',
+          ...this.storageArgs,
           'unshare',
           'sh',
           '-c',

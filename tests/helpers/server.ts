@@ -17,9 +17,9 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
-/** A whole Hearth on the test data directory, on free ports, with short deadlines. */
-export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
-  const config = await loadServerConfig({
+/** The configuration of a test server: the test data directory, free ports, short deadlines. */
+export function testServerConfig(overrides: Partial<ServerConfig> = {}): Promise<ServerConfig> {
+  return loadServerConfig({
     env: {},
     flags: {
       dataDir: testDataDir().root,
@@ -31,6 +31,11 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
       ...overrides,
     },
   });
+}
+
+/** A whole Hearth on the test data directory, on free ports, with short deadlines. */
+export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
+  const config = await testServerConfig(overrides);
   const specViolations: string[] = [];
   const server = await startServer(config, {
     strictApiOutput: true,
