@@ -153,10 +153,6 @@ export interface TemplateManifest extends SnapshotManifest {
 
 const DEFAULT_MEMORY_MIB = 512;
 const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
-/** How long guest init may stay silent in a cold boot before it counts as hung (see restartHungBoot). */
-const EARLY_BOOT_TIMEOUT_MS = 30_000;
-/** Cold-boot attempts when the guest hangs in early boot. */
-const BOOT_ATTEMPTS = 3;
 const QEMU_QUIT_TIMEOUT_MS = 10_000;
 
 /**
@@ -388,47 +384,35 @@ export class Engine {
         bootConfigArchive({ workload: o.workload, hostname }),
       ]);
       await writeFile(L.initrd, initrd, { mode: 0o644 });
+      await launchQemu(this.ctx, vm, {
+        memoryFile: L.memoryFile,
+        memoryShared: true,
+        rootDisk: L.layer(1),
+        incoming: false,
+        network: vm.network,
+      });
       const timeoutMs = o.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
-      let deadline = Date.now() + timeoutMs;
+      const deadline = Date.now() + timeoutMs;
       const abort = () => vm.process?.exitError();
-      for (let attempt = 1; ; attempt++) {
-        const attemptStart = Date.now();
-        await launchQemu(this.ctx, vm, {
-          memoryFile: L.memoryFile,
-          memoryShared: true,
-          rootDisk: L.layer(1),
-          incoming: false,
-          network: vm.network,
-        });
-        const initMs = Math.min(EARLY_BOOT_TIMEOUT_MS, Math.max(1, deadline - Date.now()));
-        try {
-          const control = await vm.control(initMs);
-          await control.ping(initMs);
-          break;
-        } catch (e) {
-          // A closed guest channel is often the first sign that QEMU died: give its exit a moment to
-          // be observed, so the error names QEMU's own message rather than a timeout.
-          const explained = await vm.explain(e);
-          if (explained !== e) throw explained;
-          if (attempt < BOOT_ATTEMPTS && initMs === EARLY_BOOT_TIMEOUT_MS) {
-            await this.restartHungBoot(vm, attempt, baseDisk);
-            deadline += Date.now() - attemptStart; // a hung boot is not the workload's time
-            continue;
-          }
-          throw new BootTimeoutError(vm.id, 'guest init', timeoutMs, await vm.consoleTail(15), { cause: e });
-        }
-      }
       try {
+        const control = await vm.control(timeoutMs);
+        await control.ping(Math.max(1, deadline - Date.now()));
         if (o.waitForPort !== undefined) {
           await waitForTcp(vm.network.endpointIp, o.waitForPort, Math.max(1, deadline - Date.now()), abort);
         }
       } catch (e) {
+        // A closed guest channel is often the first sign that QEMU died: give its exit a moment to
+        // be observed, so the error names QEMU's own message rather than a timeout.
         const explained = await vm.explain(e);
         throw (
           (explained !== e ? explained : undefined) ??
-          new BootTimeoutError(vm.id, `port ${o.waitForPort}`, timeoutMs, await vm.consoleTail(15), {
-            cause: e,
-          })
+          new BootTimeoutError(
+            vm.id,
+            o.waitForPort ? `port ${o.waitForPort}` : 'guest init',
+            timeoutMs,
+            await vm.consoleTail(15),
+            { cause: e },
+          )
         );
       }
       vm.state = 'running';
@@ -745,36 +729,6 @@ export class Engine {
    * Releases everything a VM holds while it runs: QEMU (killed if still alive), connections,
    * network, sockets. Sets the final state. Never throws.
    */
-  /**
-   * A cold boot whose guest init stays silent for EARLY_BOOT_TIMEOUT_MS (it answers within ~3 s
-   * normally, ~10 s on a loaded host) is stuck in early boot: seen rarely under TCG, with nothing
-   * on the console. Logs where the vCPU is, kills QEMU and starts over on a fresh RAM file and
-   * disk layer (the guest never got to write anything). The network is kept.
-   */
-  private async restartHungBoot(
-    vm: MicroVm,
-    attempt: number,
-    baseDisk: { path: string; format: 'raw' | 'qcow2' },
-  ): Promise<void> {
-    const registers = await vm.qmp
-      ?.execute<string>('human-monitor-command', { 'command-line': 'info registers' })
-      .catch(() => '');
-    vm.log.warn('guest init silent in early boot; starting the VM again', {
-      attempt,
-      silentMs: EARLY_BOOT_TIMEOUT_MS,
-      rip: /RIP=([0-9a-f]+)/.exec(registers ?? '')?.[1],
-      console: (await vm.consoleTail(3)).slice(-200),
-    });
-    vm.process?.kill('SIGKILL');
-    await vm.process?.exited;
-    vm.process = undefined;
-    vm.disconnect();
-    const L = vm.layout;
-    await rm(L.memoryFile, { force: true });
-    await rm(L.layer(1), { force: true });
-    await createOverlay(L.layer(1), baseDisk.path, baseDisk.format);
-  }
-
   private async teardown(vm: MicroVm, state: MicroVm['state'], reason: string): Promise<void> {
     if (vm.process && !vm.process.hasExited) {
       vm.process.kill('SIGKILL');
