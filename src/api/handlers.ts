@@ -109,25 +109,32 @@ function spec(name: string, i: ImageInput) {
   };
 }
 
-function imageCreated(image: ImageRecord, version: ImageVersionRecord) {
-  const v = versionOut(image, version);
+/** An image as ListMicrovmImages lists it (MicrovmImageSummary); the other image outputs add to it. */
+function imageSummary(image: ImageRecord) {
   return {
     imageArn: image.arn,
     name: image.name,
     state: image.state,
     createdAt: image.createdAt,
+    ...(image.latestActiveVersion ? { latestActiveImageVersion: image.latestActiveVersion } : {}),
+    ...(image.latestFailedVersion ? { latestFailedImageVersion: image.latestFailedVersion } : {}),
+  };
+}
+
+/** The output of CreateMicrovmImage and UpdateMicrovmImage: the image and the version it started. */
+function imageCreated(image: ImageRecord, version: ImageVersionRecord) {
+  const v = versionOut(image, version);
+  return {
+    ...imageSummary(image),
     updatedAt: image.updatedAt,
     baseImageArn: v.baseImageArn,
     buildRoleArn: v.buildRoleArn,
     codeArtifact: v.codeArtifact,
     imageVersion: version.version,
-    ...(image.latestActiveVersion ? { latestActiveImageVersion: image.latestActiveVersion } : {}),
-    ...(image.latestFailedVersion ? { latestFailedImageVersion: image.latestFailedVersion } : {}),
     ...(v.resources ? { resources: v.resources } : {}),
     ...(v.hooks ? { hooks: v.hooks } : {}),
     ...(v.environmentVariables ? { environmentVariables: v.environmentVariables } : {}),
     ...(v.description ? { description: v.description } : {}),
-    tags: image.tags,
   };
 }
 
@@ -212,26 +219,15 @@ export function createHandlers(d: HandlerDeps): OperationHandlers {
     },
     async CreateMicrovmImage(i) {
       const r = await images.createImage(spec(i.name, i));
-      return imageCreated(r.image, r.version) as OutputOf<'CreateMicrovmImage'>;
+      return { ...imageCreated(r.image, r.version), tags: r.image.tags } as OutputOf<'CreateMicrovmImage'>;
     },
     async UpdateMicrovmImage(i) {
       const r = await images.updateImage(spec(imageName(i.imageIdentifier), i));
-      // The same body as CreateMicrovmImage's, less the image's tags (not in this operation's output).
-      const { tags: _tags, ...out } = imageCreated(r.image, r.version) as Record<string, unknown>;
-      return out as OutputOf<'UpdateMicrovmImage'>;
+      return imageCreated(r.image, r.version) as OutputOf<'UpdateMicrovmImage'>;
     },
     async GetMicrovmImage(i) {
       const image = await images.getImage(imageName(i.imageIdentifier));
-      return {
-        imageArn: image.arn,
-        name: image.name,
-        state: image.state,
-        createdAt: image.createdAt,
-        updatedAt: image.updatedAt,
-        ...(image.latestActiveVersion ? { latestActiveImageVersion: image.latestActiveVersion } : {}),
-        ...(image.latestFailedVersion ? { latestFailedImageVersion: image.latestFailedVersion } : {}),
-        tags: image.tags,
-      };
+      return { ...imageSummary(image), updatedAt: image.updatedAt, tags: image.tags };
     },
     async ListMicrovmImages(i) {
       const page = await images.listImages({
@@ -240,14 +236,7 @@ export function createHandlers(d: HandlerDeps): OperationHandlers {
         ...(i.nextToken ? { cursor: i.nextToken } : {}),
       });
       return {
-        items: page.items.map((image) => ({
-          imageArn: image.arn,
-          name: image.name,
-          state: image.state,
-          createdAt: image.createdAt,
-          ...(image.latestActiveVersion ? { latestActiveImageVersion: image.latestActiveVersion } : {}),
-          ...(image.latestFailedVersion ? { latestFailedImageVersion: image.latestFailedVersion } : {}),
-        })),
+        items: page.items.map(imageSummary),
         ...(page.nextCursor ? { nextToken: page.nextCursor } : {}),
       };
     },
