@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { buildCpio, type CpioEntry } from '../util/cpio.js';
@@ -7,6 +7,7 @@ import { run } from '../util/exec.js';
 import { sha256 } from '../util/hash.js';
 import { createLogger } from '../util/log.js';
 import { packageRoot } from '../util/package-root.js';
+import { ensureStaticBinary } from '../util/static-binary.js';
 import { writeFileAtomic } from '../util/fs-atomic.js';
 import type { AgentBundle } from './agent-bundle.js';
 import type { GuestKernel } from './kernel.js';
@@ -20,18 +21,8 @@ export function guestSourceDir(): string {
 }
 
 /** Compiles hearth-init (static, so it runs in any image). Cached by source hash. */
-export async function ensureInitBinary(guestDir: string): Promise<string> {
-  const source = join(guestSourceDir(), 'hearth-init.c');
-  const hash = sha256(await readFile(source)).slice(0, 16);
-  const out = join(guestDir, `hearth-init-${hash}`);
-  if (existsSync(out)) return out;
-  await mkdir(guestDir, { recursive: true });
-  log.info('compiling hearth-init', { hash });
-  const tmp = `${out}.tmp`;
-  await run('gcc', ['-static', '-O2', '-Wall', '-Werror', '-o', tmp, source]);
-  await run('strip', [tmp], { allowFailure: true });
-  await rename(tmp, out);
-  return out;
+export function ensureInitBinary(guestDir: string): Promise<string> {
+  return ensureStaticBinary(join(guestSourceDir(), 'hearth-init.c'), guestDir, 'hearth-init');
 }
 
 /**

@@ -139,8 +139,12 @@ describe.skipIf(!asRoot)('hearth-jailer (real namespaces, needs root)', () => {
 
   it('reports the host pid of a child that is pid 1 of new namespaces, as the VM uid, with no privileges', async () => {
     const j = await start('/usr/bin/sleep', ['2']);
-    // The pid line comes before the child's setup: wait until it has dropped to the VM uid.
-    await waitFor('the jailed sleep', () => field(status(j.pid), 'Uid') === `${UID}\t${UID}\t${UID}\t${UID}`);
+    // The pid line comes before the child's setup: wait until it has dropped to the VM uid and
+    // exec'd the program (the uid changes just before the exec).
+    await waitFor('the jailed sleep', () => {
+      const s = status(j.pid);
+      return field(s, 'Uid') === `${UID}\t${UID}\t${UID}\t${UID}` && field(s, 'Name') === 'sleep';
+    });
     const s = status(j.pid);
     expect(field(s, 'Name')).toBe('sleep');
     expect(field(s, 'Gid')).toBe(`${UID}\t${UID}\t${UID}\t${UID}`);

@@ -1,19 +1,13 @@
-import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { isAbsolute, join, normalize } from 'node:path';
 import { HearthError } from '../errors.js';
-import { run } from '../util/exec.js';
-import { sha256 } from '../util/hash.js';
-import { createLogger } from '../util/log.js';
 import { packageRoot } from '../util/package-root.js';
+import { ensureStaticBinary } from '../util/static-binary.js';
 
 /**
  * Starting QEMU inside a jail: hearth-jailer (src/jail/hearth-jailer.c, modelled on Firecracker's
  * jailer) puts it in its cgroups, its network namespace, new mount/IPC/UTS/PID namespaces and a
  * root holding only what it needs, then runs it as an unprivileged uid with no_new_privs.
  */
-
-const log = createLogger('jail.jailer');
 
 /** hearth-jailer's exit code when setting up the jail failed (its message is on stderr). */
 export const JAILER_EXIT_SETUP_FAILED = 125;
@@ -65,30 +59,9 @@ export function jailerSource(): string {
   return join(packageRoot(), 'src', 'jail', 'hearth-jailer.c');
 }
 
-/**
- * Compiles hearth-jailer (static, `gcc -static -O2 -Wall -Werror`) to
- * `cacheDir/hearth-jailer-<sha256(source)[:16]>` unless that file exists, and returns its path.
- * The output is written to a temporary name, chmod 0755 and renamed, so a reader never sees a
- * partial binary. The binary belongs to whoever runs this (root, for the jailer to work).
- * Precondition: only root can write to `cacheDir`, because Hearth runs this binary as root.
- */
-export async function ensureJailerBinary(cacheDir: string): Promise<string> {
-  const source = jailerSource();
-  const hash = sha256(await readFile(source)).slice(0, 16);
-  const out = join(cacheDir, `hearth-jailer-${hash}`);
-  if (existsSync(out)) return out;
-  await mkdir(cacheDir, { recursive: true });
-  log.info('compiling hearth-jailer', { hash });
-  const tmp = `${out}.${process.pid}.tmp`;
-  try {
-    await run('gcc', ['-static', '-O2', '-Wall', '-Werror', '-o', tmp, source]);
-    await run('strip', [tmp], { allowFailure: true });
-    await chmod(tmp, 0o755);
-    await rename(tmp, out);
-  } finally {
-    await rm(tmp, { force: true });
-  }
-  return out;
+/** Compiles hearth-jailer into `cacheDir` (cached by source hash; see ensureStaticBinary). */
+export function ensureJailerBinary(cacheDir: string): Promise<string> {
+  return ensureStaticBinary(jailerSource(), cacheDir, 'hearth-jailer');
 }
 
 /** What the jail around one program holds and allows. */
