@@ -6,7 +6,7 @@ import { writeFileAtomic } from '../util/fs-atomic.js';
 import { run } from '../util/exec.js';
 import type { Logger } from '../util/log.js';
 import { AcceleratorUnavailableError } from './errors.js';
-import { defaultCmdline, type Accelerator } from './qemu-args.js';
+import { cpuModel, defaultCmdline, tcgTscArgs, type Accelerator } from './qemu-args.js';
 import { QEMU_BINARY } from './qemu-process.js';
 
 export interface AccelChoice {
@@ -39,18 +39,21 @@ async function hostKey(): Promise<string> {
   return [release(), await qemuVersion(), cpu, existsSync('/dev/kvm') ? 'kvm-dev' : 'no-kvm-dev'].join('|');
 }
 
+/** How a probe boot ended: its duration when the guest reached userspace, else its console's last lines. */
+export type ProbeResult = { ms: number } | { ms?: undefined; consoleTail: string };
+
 /**
  * Boots the real guest kernel and initramfs with `hearth.probe` (stage1 prints a marker and powers
- * off) and reports how long it took, or undefined if it did not get there before the deadline.
+ * off), with the CPU model and kernel arguments real guests get, and reports how long it took, or
+ * the console's last lines if it did not get there before the deadline.
  */
 export async function probeBoot(
   accel: Accelerator,
   kernel: string,
   initrd: string,
   deadlineMs: number,
-): Promise<number | undefined> {
-  const accelArgs =
-    accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host,-arch-capabilities'] : ['-accel', 'tcg'];
+): Promise<ProbeResult> {
+  const accelArgs = ['-accel', accel, '-cpu', cpuModel(accel)];
   const args = [
     '-machine',
     'microvm,x-option-roms=off,isa-serial=on',
@@ -68,7 +71,7 @@ export async function probeBoot(
     '-initrd',
     initrd,
     '-append',
-    defaultCmdline(['hearth.probe']),
+    defaultCmdline([...(accel === 'tcg' ? tcgTscArgs() : []), 'hearth.probe']),
     '-serial',
     'stdio',
   ];
@@ -77,20 +80,25 @@ export async function probeBoot(
     const child = spawn(QEMU_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let done = false;
-    const finish = (v: number | undefined) => {
+    const finish = (ok: boolean) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       child.kill('SIGKILL');
-      resolve(v);
+      resolve(ok ? { ms: Date.now() - t0 } : { consoleTail: out.trim().split('\n').slice(-8).join('\n') });
     };
-    const timer = setTimeout(() => finish(undefined), deadlineMs);
-    child.stdout.on('data', (b: Buffer) => {
-      out += b.toString();
-      if (out.includes(PROBE_MARKER)) finish(Date.now() - t0);
+    const timer = setTimeout(() => finish(false), deadlineMs);
+    const collect = (b: Buffer) => {
+      out = (out + b.toString()).slice(-8_000);
+      if (out.includes(PROBE_MARKER)) finish(true);
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    child.on('exit', () => finish(out.includes(PROBE_MARKER)));
+    child.on('error', (e) => {
+      out += `\n${e.message}`;
+      finish(false);
     });
-    child.on('exit', () => finish(out.includes(PROBE_MARKER) ? Date.now() - t0 : undefined));
-    child.on('error', () => finish(undefined));
   });
 }
 
@@ -134,7 +142,7 @@ export async function chooseAccelerator(opts: {
     /* no usable /dev/kvm */
   }
   if (kvmUsable) {
-    const ms = await probeBoot('kvm', opts.kernel, opts.initrd, KVM_PROBE_DEADLINE_MS);
+    const { ms } = await probeBoot('kvm', opts.kernel, opts.initrd, KVM_PROBE_DEADLINE_MS);
     if (ms !== undefined) {
       choice = {
         accel: 'kvm',
@@ -146,10 +154,11 @@ export async function chooseAccelerator(opts: {
     }
   }
   if (!choice) {
-    const ms = await probeBoot('tcg', opts.kernel, opts.initrd, TCG_PROBE_DEADLINE_MS);
+    const probe = await probeBoot('tcg', opts.kernel, opts.initrd, TCG_PROBE_DEADLINE_MS);
+    const ms = probe.ms;
     if (ms === undefined)
       throw new AcceleratorUnavailableError(
-        `neither KVM nor TCG booted the probe guest (TCG deadline ${TCG_PROBE_DEADLINE_MS} ms)`,
+        `neither KVM nor TCG booted the probe guest (TCG deadline ${TCG_PROBE_DEADLINE_MS} ms); its console ended with:\n${'consoleTail' in probe ? probe.consoleTail : ''}`,
       );
     const why = kvmUsable
       ? `/dev/kvm exists but a KVM guest did not reach userspace within ${KVM_PROBE_DEADLINE_MS} ms (nested or paravirtual KVM?); using TCG software emulation, which booted in ${ms} ms`

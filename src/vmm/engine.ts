@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { HearthError } from '../errors.js';
@@ -20,7 +20,7 @@ import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
 import { launchQemu, nextInstance, watchCgroup, type RunState } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
-import { cpuModel, defaultCmdline, type MachineConfig } from './qemu-args.js';
+import { cpuModel, defaultCmdline, tcgTscArgs, type MachineConfig } from './qemu-args.js';
 import {
   recordFile,
   readManifest,
@@ -54,30 +54,6 @@ export class VmNotFoundError extends HearthError {
   readonly code = 'VMM_NOT_FOUND';
   constructor(what: 'VM' | 'template', id: string) {
     super(`${what} ${id} not found`);
-  }
-}
-
-/**
- * Under TCG the guest's TSC is the host's. Told its frequency, the guest kernel skips calibrating
- * it against the PIT: on a busy host (several TCG vCPUs per core) that calibration fails, and with
- * no HPET or PM timer on `-M microvm` the kernel marks the TSC unstable and hangs in early boot
- * (seen as "tsc: Unable to calibrate against PIT" as the last console line).
- */
-function tcgTscArgs(): string[] {
-  const khz = hostTscKhz();
-  return khz ? [`tsc_early_khz=${khz}`] : [];
-}
-
-/** The host's TSC frequency, kHz, from /proc/cpuinfo when the CPU says it is constant; else undefined. */
-function hostTscKhz(): number | undefined {
-  try {
-    const info = readFileSync('/proc/cpuinfo', 'utf8');
-    const flags = /^flags\s*:(.*)$/m.exec(info)?.[1] ?? '';
-    if (!/\bconstant_tsc\b/.test(flags) || !/\bnonstop_tsc\b/.test(flags)) return undefined;
-    const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)$/m.exec(info)?.[1]);
-    return Number.isFinite(mhz) && mhz > 100 ? Math.round(mhz * 1000) : undefined;
-  } catch {
-    return undefined;
   }
 }
 

@@ -4,6 +4,8 @@
  * everything that shapes the machine lives in MachineConfig and everything per-process in
  * ProcessPaths.
  */
+import { readFileSync } from 'node:fs';
+
 export type Accelerator = 'kvm' | 'tcg';
 
 export interface MachineConfig {
@@ -74,6 +76,30 @@ export function defaultCmdline(extra: string[] = []): string {
  * second, which under TCG cost ~3% of a host core per idle VM.
  */
 export const TCG_CPU_MODEL = 'qemu64,+arat';
+
+/**
+ * Under TCG the guest's TSC is the host's. Told its frequency, the guest kernel skips calibrating
+ * it against the PIT: on a busy host (several TCG vCPUs per core) that calibration fails, and with
+ * no HPET or PM timer on `-M microvm` the kernel marks the TSC unstable and hangs in early boot
+ * (seen as "tsc: Unable to calibrate against PIT" as the last console line).
+ */
+export function tcgTscArgs(): string[] {
+  const khz = hostTscKhz();
+  return khz ? [`tsc_early_khz=${khz}`] : [];
+}
+
+/** The host's TSC frequency, kHz, from /proc/cpuinfo when the CPU says it is constant; else undefined. */
+function hostTscKhz(): number | undefined {
+  try {
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const flags = /^flags\s*:(.*)$/m.exec(info)?.[1] ?? '';
+    if (!/\bconstant_tsc\b/.test(flags) || !/\bnonstop_tsc\b/.test(flags)) return undefined;
+    const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)$/m.exec(info)?.[1]);
+    return Number.isFinite(mhz) && mhz > 100 ? Math.round(mhz * 1000) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** The -cpu model for an accelerator (part of a snapshot's machine fingerprint). */
 export function cpuModel(accel: Accelerator): string {

@@ -25,8 +25,9 @@ describe('accelerator choice', () => {
 
   it('boots the probe guest under TCG', async () => {
     const a = await loadHostArtifacts(testDataDir());
-    const ms = await probeBoot('tcg', a.kernel.vmlinuz, a.initramfs, 60_000);
-    expect(ms).toBeGreaterThan(0);
+    const probe = await probeBoot('tcg', a.kernel.vmlinuz, a.initramfs, 60_000);
+    expect(probe).toEqual({ ms: expect.any(Number) });
+    expect(probe.ms).toBeGreaterThan(0);
   });
 
   it('honours an accelerator forced by configuration without probing', async () => {
