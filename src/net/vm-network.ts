@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { run } from '../util/exec.js';
 import { createLogger } from '../util/log.js';
 import { NetworkExhaustedError, NetworkSetupError } from './errors.js';
+import { DENY_ALL_EGRESS, type EgressPolicy } from './policy.js';
 
 const log = createLogger('net');
 
@@ -93,10 +94,15 @@ export class NetworkManager {
   }
 
   /**
-   * A ready network for a VM: a spare if one is ready (the pool is then refilled in the background,
-   * a little later, so the refill does not compete with the launch), else a new one.
+   * A ready network for a VM whose guest may reach what `egress` allows: a spare if one is ready
+   * (the pool is then refilled in the background, a little later, so the refill does not compete
+   * with the launch), else a new one.
    */
-  async acquire(): Promise<VmNetwork> {
+  async acquire(egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS): Promise<VmNetwork> {
+    if (egress.internet || egress.allow.length > 0)
+      throw new NetworkSetupError('egress policy', {
+        cause: new Error('egress connectors are not implemented yet'),
+      });
     const net = this.spares.shift() ?? (await this.create());
     this.inUse.add(net.slot);
     this.scheduleRefill();

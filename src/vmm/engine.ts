@@ -8,6 +8,7 @@ import { sha256 } from '../util/hash.js';
 import type { DataDir } from '../config/data-dir.js';
 import { assertSafeId } from '../config/data-dir.js';
 import { bootConfigArchive, type WorkloadSpec } from '../guest/workload-config.js';
+import type { EgressPolicy } from '../net/policy.js';
 import { GUEST_DNS, GUEST_GATEWAY, GUEST_IP, GUEST_PREFIX, NetworkManager } from '../net/vm-network.js';
 import { loadHostArtifacts, type HostArtifacts } from '../setup/host-artifacts.js';
 import { run } from '../util/exec.js';
@@ -104,10 +105,14 @@ export interface BootOptions {
   waitForPort?: number;
   /** Deadline for the guest init (and `waitForPort`), ms. Default 120 000. */
   bootTimeoutMs?: number;
+  /** What the guest may reach. Default: nothing. */
+  egress?: EgressPolicy;
 }
 
 export interface CloneOptions {
   vmId: string;
+  /** What the guest may reach, kept across suspend and resume. Default: nothing. */
+  egress?: EgressPolicy;
   /** Default: the VM id. */
   hostname?: string;
 }
@@ -341,6 +346,7 @@ export class Engine {
       hostname,
       machineId: randomBytes(16).toString('hex'),
       ...(o.workload ? { workload: o.workload } : {}),
+      ...(o.egress ? { egress: o.egress } : {}),
     };
     const vm = new MicroVm(record, L, this.ctx.log.child(o.vmId), 'starting');
     this.vms.set(vm.id, vm);
@@ -351,7 +357,7 @@ export class Engine {
       await writeFileAtomic(L.recordFile, JSON.stringify(record, null, 2));
       const baseDisk = o.baseDisk ?? { path: a.baseDisk.path, format: 'raw' as const };
       await createOverlay(L.layer(1), baseDisk.path, baseDisk.format);
-      vm.network = await this.ctx.network.acquire();
+      vm.network = await this.ctx.network.acquire(record.egress);
       const base = await readFile(a.initramfs);
       const initrd = Buffer.concat([
         base,
@@ -551,6 +557,7 @@ export class Engine {
       machine: this.templateMachine(template),
       hostname: (o.hostname ?? o.vmId).slice(0, 63),
       machineId: randomBytes(16).toString('hex'),
+      ...(o.egress ? { egress: o.egress } : {}),
     };
     const vm = new MicroVm(record, L, this.ctx.log.child(o.vmId), 'starting');
     this.vms.set(vm.id, vm);

@@ -2,6 +2,7 @@ import type { VmCgroup } from '../jail/cgroups.js';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../util/log.js';
 import type { WorkloadSpec } from '../guest/workload-config.js';
+import type { EgressPolicy } from '../net/policy.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import { GuestAgentClient } from './guest-agent-client.js';
 import { GuestControlClient } from './guest-control.js';
@@ -28,6 +29,8 @@ export interface VmRecord {
   /** 32 hex digits, the VM's /etc/machine-id. */
   machineId: string;
   workload?: WorkloadSpec;
+  /** What the guest may reach, for its whole life (absent: nothing, as DENY_ALL_EGRESS). */
+  egress?: EgressPolicy;
 }
 
 /** A microVM on this host: the handle the engine hands out for a running (or suspended) VM. */

@@ -21,7 +21,7 @@ import { StepTimer } from '../util/step-timer.js';
 async function prepare(ctx: EngineContext, vm: MicroVm, createLayer: () => Promise<void>): Promise<void> {
   const results = await Promise.allSettled([
     createLayer(),
-    ctx.network.acquire().then((n) => {
+    ctx.network.acquire(vm.record.egress).then((n) => {
       vm.network = n;
     }),
   ]);
