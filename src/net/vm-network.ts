@@ -47,6 +47,12 @@ export interface NetworkManagerOptions {
   subnet?: string;
   /** Directory recording which slots this data directory owns (for cleanup after a crash). */
   stateDir: string;
+  /** The uid (and gid) owning slot's tap device, so an unprivileged QEMU can open it; default root's. */
+  tapOwnerUid?: (slot: number) => number;
+}
+
+function tapOwner(uid: number | undefined): string {
+  return uid === undefined ? '' : ` user ${uid} group ${uid}`;
 }
 
 function slotAddresses(base: number[], slot: number): { hostIp: string; endpointIp: string } {
@@ -213,7 +219,7 @@ export class NetworkManager {
       'link set lo up',
       `addr add ${n.endpointIp}/30 dev eth0`,
       'link set eth0 up',
-      `tuntap add ${n.tapName} mode tap`,
+      `tuntap add ${n.tapName} mode tap${tapOwner(this.opts.tapOwnerUid?.(n.slot))}`,
       `addr add ${GUEST_GATEWAY}/${GUEST_PREFIX} dev ${n.tapName}`,
       `link set ${n.tapName} up`,
     ].join('\n');
