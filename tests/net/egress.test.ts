@@ -151,6 +151,8 @@ ip link set ${DUMMY.link} up
       'public.test': [PUBLIC_IP],
       'db.internal': [DB_IP],
       'other.internal': [OTHER_IP],
+      'api.svc.internal': [OTHER_IP],
+      'svc.internal': [OTHER_IP],
     });
     process.env.HEARTH_DNS_UPSTREAM = `127.0.0.1:${dns.port}`;
     engine = await openEngine();
@@ -162,7 +164,10 @@ ip link set ${DUMMY.link} up
       }),
       clone('eg-name', {
         internet: false,
-        allow: [{ hostname: 'db.internal', protocol: 'tcp', ports: [{ from: 5432, to: 5432 }] }],
+        allow: [
+          { hostname: 'db.internal', protocol: 'tcp', ports: [{ from: 5432, to: 5432 }] },
+          { hostname: '*.svc.internal', protocol: 'tcp', ports: [{ from: 6000, to: 6000 }] },
+        ],
       }),
     ]);
   });
@@ -241,29 +246,50 @@ ip link del ${DUMMY.link} 2>/dev/null || true
     for (const x of r.slice(1)) expect(x).toMatch(BLOCKED);
   });
 
-  async function hostnameRuleHolds(vm: MicroVm, resolveFirst: boolean): Promise<void> {
-    const r = await probe(vm, [
-      ...(resolveFirst ? [] : [connect(DB_IP, 5432)]), // allowed before any lookup: Hearth resolved it on the host
-      resolve('db.internal'),
-      connect('db.internal', 5432),
+  /**
+   * The name VM: db.internal on 5432 and *.svc.internal on 6000 (api.svc.internal is 10.77.0.11).
+   * `fresh`: nothing resolved in the guest yet, so the wildcard's address is not allowed until the
+   * guest resolves a name under it (the forwarder snoops the answer); otherwise (after a resume)
+   * both addresses are allowed before any lookup (re-applied at acquire).
+   */
+  async function hostnameRuleHolds(vm: MicroVm, fresh: boolean): Promise<void> {
+    const allowed: [Probe, string][] = [
+      [connect(DB_IP, 5432), 'connected'], // resolved by the host when the VM got its network
+      ...(fresh ? [] : ([[connect(OTHER_IP, 6000), 'connected']] as [Probe, string][])),
+      [resolve('db.internal'), DB_IP],
+      [connect('db.internal', 5432), 'connected'],
+      [resolve('api.svc.internal'), OTHER_IP],
+      [connect('api.svc.internal', 6000), 'connected'],
+      [connect(OTHER_IP, 6000), 'connected'],
+    ];
+    const blocked = [
       connect('db.internal', 6000),
+      connect(OTHER_IP, 5432),
       resolve('other.internal'),
       resolve('public.test'),
-      connect(OTHER_IP, 5432),
+      resolve('svc.internal'),
       connect(PUBLIC_IP, 80),
       connect(vm.network!.hostIp, hostPort),
+    ];
+    const r = await probe(vm, [
+      ...(fresh ? [connect(OTHER_IP, 6000)] : []),
+      ...allowed.map(([p]) => p),
+      ...blocked,
     ]);
-    const expected = [...(resolveFirst ? [] : ['connected']), DB_IP, 'connected'];
-    expect(r.slice(0, expected.length)).toEqual(expected);
-    for (const x of r.slice(expected.length)) expect(x).toMatch(BLOCKED);
+    if (fresh) expect(r.shift()).toMatch(BLOCKED); // before the guest resolved a name under *.svc.internal
+    expect(r.slice(0, allowed.length)).toEqual(allowed.map(([, want]) => want));
+    for (const [i, x] of r.slice(allowed.length).entries())
+      expect(`${JSON.stringify(blocked[i])} -> ${x}`).toMatch(
+        / -> (TimeoutError|ConnectionRefusedError|OSError|gaierror)$/,
+      );
   }
 
   it('hostname rule: the allowed name resolves and connects on its port; other names refused, other addresses blocked', async () => {
     const before = dns.asked.length;
     await hostnameRuleHolds(allowName, true);
     // Refused names never reached the upstream.
-    expect(dns.asked.slice(before)).not.toContain('other.internal');
-    expect(dns.asked.slice(before)).not.toContain('public.test');
+    for (const name of ['other.internal', 'public.test', 'svc.internal'])
+      expect(dns.asked.slice(before)).not.toContain(name);
   });
 
   it('the same rules hold after suspend and resume', async () => {
@@ -273,7 +299,7 @@ ip link del ${DUMMY.link} 2>/dev/null || true
     allowName = await engine.resume(allowName.id);
     seenSlots.add(inet.network!.slot);
     seenSlots.add(allowName.network!.slot);
-    // The new namespace's allow set starts with the name's address (resolved by the host).
+    // The new namespace's allow sets start with the names' addresses (host-resolved, or learnt before).
     const set = await run('ip', [
       'netns',
       'exec',
