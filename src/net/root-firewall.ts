@@ -121,9 +121,13 @@ export class RootFirewall {
       timeoutMs: 10_000,
     });
     if (r.exitCode !== 0) return [];
-    const doc = JSON.parse(r.stdout) as { nftables: { set?: { elem?: unknown[] } }[] };
-    const elems = doc.nftables.find((o) => o.set)?.set?.elem ?? [];
-    return elems.filter((e): e is string => typeof e === 'string');
+    try {
+      const doc = JSON.parse(r.stdout) as { nftables: { set?: { elem?: unknown[] } }[] };
+      const elems = doc.nftables.find((o) => o.set)?.set?.elem ?? [];
+      return elems.filter((e): e is string => typeof e === 'string');
+    } catch (e) {
+      throw new NetworkSetupError('reading the host table', { cause: e });
+    }
   }
 
   /**

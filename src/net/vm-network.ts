@@ -237,7 +237,13 @@ export class NetworkManager {
       }),
       'egress policy rules',
     );
-    await writeFile(this.slotFile(net.slot), JSON.stringify({ pid: process.pid, egress: policy }) + '\n');
+    // Kept with the slot so that a server adopting the VM after a crash knows its policy.
+    await writeFile(
+      this.slotFile(net.slot),
+      JSON.stringify({ pid: process.pid, egress: policy }) + '\n',
+    ).catch((e: unknown) => {
+      throw new NetworkSetupError('slot state file', { cause: e });
+    });
     log.debug('egress policy applied', {
       slot: net.slot,
       internet: policy.internet,
@@ -399,11 +405,15 @@ export class NetworkManager {
   /** The policy recorded for a slot (deny-all if none or unreadable). */
   private readSlotPolicy(slot: number): EgressPolicy {
     try {
-      const rec = JSON.parse(readFileSync(this.slotFile(slot), 'utf8')) as { egress?: EgressPolicy };
-      return rec.egress ? validateEgressPolicy(rec.egress, this.subnet) : { ...DENY_ALL_EGRESS, allow: [] };
-    } catch {
-      return { ...DENY_ALL_EGRESS, allow: [] };
+      const rec = JSON.parse(readFileSync(this.slotFile(slot), 'utf8')) as { egress?: EgressPolicy } | number;
+      if (typeof rec === 'object' && rec.egress) return validateEgressPolicy(rec.egress, this.subnet);
+    } catch (e) {
+      log.warn('no usable egress policy recorded for an adopted network: deny-all', {
+        slot,
+        error: (e as Error).message,
+      });
     }
+    return { ...DENY_ALL_EGRESS, allow: [] };
   }
 
   /**
