@@ -131,6 +131,8 @@ export class NetworkManager {
   private rootReady: Promise<void> | undefined;
   private dns: Promise<DnsForwarder> | undefined;
   private readonly egress = new Map<number, ActiveEgress>();
+  /** Policies being applied by take(), by slot (release waits for them). */
+  private readonly applying = new Map<number, Promise<void>>();
   private readonly slotByEndpoint = new Map<string, number>();
   private readonly names = new Map<string, CachedName>();
   private readonly slots: number;
@@ -203,19 +205,40 @@ export class NetworkManager {
    * with the launch), else a new one.
    */
   async acquire(egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS): Promise<VmNetwork> {
+    const { net, policyApplied } = await this.take(egress);
+    try {
+      await policyApplied;
+    } catch (e) {
+      this.release(net);
+      throw e;
+    }
+    return net;
+  }
+
+  /**
+   * Like acquire, but resolves as soon as a network is taken (a spare: no command at all); its
+   * egress policy is applied meanwhile, and `policyApplied` settles once the rules are in place.
+   * A VM may start on the network at once, but its guest must not run before `policyApplied`
+   * resolves; if it rejects, release the network. Throws NET_POLICY_INVALID for a bad policy
+   * before any network is taken.
+   */
+  async take(
+    egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS,
+  ): Promise<{ net: VmNetwork; policyApplied: Promise<void> }> {
     const policy = validateEgressPolicy(egress, this.subnet);
     const net = this.spares.shift() ?? (await this.create());
     this.inUse.add(net.slot);
     this.scheduleRefill();
-    if (!isDenyAll(policy)) {
-      try {
-        await this.applyEgress(net, policy);
-      } catch (e) {
-        this.release(net);
-        throw e;
-      }
-    }
-    return net;
+    if (isDenyAll(policy)) return { net, policyApplied: Promise.resolve() };
+    const policyApplied = this.applyEgress(net, policy);
+    // release() waits for it, so a policy never lands on a network that went back to the pool.
+    this.applying.set(net.slot, policyApplied);
+    void policyApplied
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.applying.get(net.slot) === policyApplied) this.applying.delete(net.slot);
+      });
+    return { net, policyApplied };
   }
 
   /**
@@ -430,13 +453,15 @@ export class NetworkManager {
    */
   release(net: VmNetwork): void {
     this.inUse.delete(net.slot);
-    const e = this.egress.get(net.slot);
-    if (e) {
-      this.egress.delete(net.slot);
-      this.slotByEndpoint.delete(net.endpointIp);
-    }
-    const recycle = !this.closed && this.spares.length < (this.opts.spares ?? 2);
+    const applying = this.applying.get(net.slot);
     const work = (async () => {
+      await applying?.catch(() => undefined);
+      const e = this.egress.get(net.slot);
+      if (e) {
+        this.egress.delete(net.slot);
+        this.slotByEndpoint.delete(net.endpointIp);
+      }
+      const recycle = !this.closed && this.spares.length < (this.opts.spares ?? 2);
       if (e) await this.forgetEgress(e);
       if (!recycle) return this.destroy(net);
       // Back to deny-all: the policy table (if any) goes, then every tracked flow.

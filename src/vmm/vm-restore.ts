@@ -16,16 +16,24 @@ import { StepTimer } from '../util/step-timer.js';
 
 /**
  * Creates the VM's new disk layer and takes a network at the same time (they are independent and
- * each costs a few process spawns). Whatever succeeded is recorded on `vm` for teardown.
+ * each costs a few process spawns). Whatever succeeded is recorded on `vm` for teardown. Resolves
+ * with the network's egress policy being applied: the guest must not run before that settles.
  */
-async function prepare(ctx: EngineContext, vm: MicroVm, createLayer: () => Promise<void>): Promise<void> {
+async function prepare(
+  ctx: EngineContext,
+  vm: MicroVm,
+  createLayer: () => Promise<void>,
+): Promise<{ policyApplied: Promise<void> }> {
+  let policyApplied: Promise<void> = Promise.resolve();
   const results = await Promise.allSettled([
     createLayer(),
-    ctx.network.acquire(vm.record.egress).then((n) => {
-      vm.network = n;
+    ctx.network.take(vm.record.egress).then((t) => {
+      vm.network = t.net;
+      policyApplied = t.policyApplied;
     }),
   ]);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
+  return { policyApplied };
 }
 
 /** The template's disk and the base disk under it: the read-only bottom of every clone's disk chain. */
@@ -62,10 +70,14 @@ async function finishRestore(
   vm: MicroVm,
   devicesFile: string,
   thaw: boolean,
+  policyApplied: Promise<void>,
   steps: StepTimer,
 ): Promise<void> {
   await loadDeviceState(vm, devicesFile);
   steps.mark('devices');
+  // The network's rules are in place before the guest runs a single instruction.
+  await policyApplied;
+  steps.mark('policy');
   await faultPoint('restore.before-cont');
   await vm.qmp!.execute('cont');
   steps.mark('cont');
@@ -84,7 +96,7 @@ export async function restoreClone(ctx: EngineContext, vm: MicroVm, template: Te
   await mkdir(L.disksDir, { recursive: true });
   await mkdir(L.snapshotsDir, { recursive: true });
   await writeFileAtomic(L.recordFile, JSON.stringify(vm.record, null, 2));
-  await prepare(ctx, vm, () =>
+  const { policyApplied } = await prepare(ctx, vm, () =>
     createOverlay(L.layer(1), join(template.dir, template.manifest.diskLayers[0]!.path), 'qcow2'),
   );
   vm.activeLayer = 1;
@@ -95,6 +107,7 @@ export async function restoreClone(ctx: EngineContext, vm: MicroVm, template: Te
     vm,
     join(template.dir, template.manifest.devices.path),
     template.manifest.fsFrozen,
+    policyApplied,
     steps,
   );
   vm.log.info('cloned', { template: template.id, ms: steps.totalMs, steps: steps.toString() });
@@ -149,7 +162,7 @@ export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Templa
   const below = join(L.dir, m.diskLayers[m.diskLayers.length - 1]!.path);
   vm.activeLayer = next;
   try {
-    await prepare(ctx, vm, () => createOverlay(L.layer(next), below, 'qcow2'));
+    const { policyApplied } = await prepare(ctx, vm, () => createOverlay(L.layer(next), below, 'qcow2'));
     steps.mark('prepare');
     await startRestore(ctx, vm, template, L.layer(next));
     steps.mark('qemu');
@@ -166,7 +179,7 @@ export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Templa
       throw e;
     }
     steps.mark('memory');
-    await finishRestore(vm, join(L.dir, m.devices.path), m.fsFrozen, steps);
+    await finishRestore(vm, join(L.dir, m.devices.path), m.fsFrozen, policyApplied, steps);
   } catch (e) {
     const err = await vm.explain(e);
     vm.process?.kill('SIGKILL');

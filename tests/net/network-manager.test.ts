@@ -139,6 +139,32 @@ describe('NetworkManager egress lifecycle (no guest: crash, adoption, cost)', ()
     expect((await run('nft', ['list', 'tables'])).stdout).not.toContain(table);
   });
 
+  it('take() hands a network over before its policy lands; released meanwhile, it goes back to the pool deny-all', async () => {
+    const m = new NetworkManager({
+      stateDir,
+      spares: 2,
+      dnsUpstream: [{ address: '127.0.0.1', port: dns.port }],
+    });
+    try {
+      m.release(await m.acquire()); // the pool exists
+      await new Promise((r) => setTimeout(r, 1_200));
+      const { net, policyApplied } = await m.take(POLICY);
+      m.release(net); // before the policy's nft batch ran
+      await policyApplied.catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 1_200)); // recycling done
+      expect(existsSync(net.netnsPath)).toBe(true); // recycled into the pool, not destroyed
+      expect(await nsRuleset(net)).not.toContain('hearth_egress');
+      // And a policy applied through take() is in place once policyApplied resolves.
+      const t = await m.take(POLICY);
+      await t.policyApplied;
+      expect(await nsRuleset(t.net)).toContain('table inet hearth_egress');
+      m.release(t.net);
+    } finally {
+      await m.drain();
+    }
+    expect(readdirSync(stateDir)).toEqual([]);
+  });
+
   it('a policy costs one namespace nft batch on top of a pooled acquire (measured)', async () => {
     const m = new NetworkManager({
       stateDir,
