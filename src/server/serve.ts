@@ -12,7 +12,9 @@ import { Buildah } from '../builder/buildah.js';
 import { DataDir } from '../config/data-dir.js';
 import { CONFIG_KEYS, flagName, loadServerConfig, type ServerConfig } from '../config/server-config.js';
 import { ImageService } from '../core/images.js';
+import { DEFAULT_VM_SUBNET } from '../core/egress-rules.js';
 import { MicrovmService } from '../core/microvms.js';
+import { NetworkConnectorService } from '../core/network-connectors.js';
 import type { GatewayBackend, VmRoute } from '../gateway/backend.js';
 import { createGateway, type Gateway } from '../gateway/gateway.js';
 import { TokenAuthority } from '../gateway/tokens.js';
@@ -217,10 +219,17 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     },
     versionInUse: (n, v) => microvms!.versionInUse(n, v),
   });
+  const connectors = new NetworkConnectorService({
+    store,
+    region: config.region,
+    accountId: config.accountId,
+    vmSubnet: process.env.HEARTH_VM_SUBNET ?? DEFAULT_VM_SUBNET,
+  });
   microvms = new MicrovmService({
     store,
     engine,
     images,
+    connectors,
     log: createLogger('microvms'),
     endpointFor: (id) => `${id}.${config.domain}:${gatewayPort}`,
     tokens,
