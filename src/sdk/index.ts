@@ -30,6 +30,7 @@ import {
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { EgressRuleInput } from '../core/egress-rules.js';
 import type { ConnectorEgressRule } from '../core/model.js';
+import type { NetworkConnectorView } from '../core/network-connectors.js';
 
 export * from '@aws-sdk/client-lambda-microvms';
 
@@ -332,18 +333,8 @@ export { managedConnectorArn, type ManagedConnectorName } from '../core/connecto
 export type { EgressRuleInput, ConnectorEgressRule };
 export type { ConnectorPort } from '../core/model.js';
 
-/** A network connector as the API describes it (createdAt converted to a Date). */
-export interface NetworkConnector {
-  connectorArn: string;
-  name: string;
-  type: 'MANAGED_INGRESS' | 'MANAGED_EGRESS' | 'EGRESS_ALLOW_LIST';
-  description?: string;
-  egressRules?: ConnectorEgressRule[];
-  state: 'ACTIVE';
-  /** Absent for managed connectors. */
-  createdAt?: Date;
-  tags?: Record<string, string>;
-}
+/** A network connector as the API describes it, createdAt (absent for managed ones) as a Date. */
+export type NetworkConnector = Omit<NetworkConnectorView, 'createdAt'> & { createdAt?: Date };
 
 export interface CreateNetworkConnectorInput {
   /** Letters, digits, - and _, at most 64. */

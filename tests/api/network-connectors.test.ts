@@ -82,7 +82,7 @@ describe('network connectors through the API', () => {
   });
 
   it('creates, gets, lists page by page and deletes allow-lists; managed connectors are listed, never deleted', async () => {
-    const created = await createNetworkConnector(t.connection, {
+    const input = {
       name: name('db'),
       description: 'the database',
       egressRules: [
@@ -90,7 +90,8 @@ describe('network connectors through the API', () => {
         { hostname: 'API.Example.com', ports: [{ range: { startPort: 8000, endPort: 8100 } }] },
       ],
       clientToken: `ct-${suffix}`,
-    });
+    };
+    const created = await createNetworkConnector(t.connection, input);
     expect(created).toEqual({
       connectorArn: userArn('db'),
       name: name('db'),
@@ -109,17 +110,7 @@ describe('network connectors through the API', () => {
       tags: {},
     });
     // The same clientToken replays the create.
-    expect(
-      await createNetworkConnector(t.connection, {
-        name: name('db'),
-        description: 'the database',
-        egressRules: [
-          ...DB_RULES,
-          { hostname: 'API.Example.com', ports: [{ range: { startPort: 8000, endPort: 8100 } }] },
-        ],
-        clientToken: `ct-${suffix}`,
-      }),
-    ).toEqual(created);
+    expect(await createNetworkConnector(t.connection, input)).toEqual(created);
     expect(await getNetworkConnector(t.connection, name('db'))).toEqual(created);
     expect(await getNetworkConnector(t.connection, userArn('db'))).toEqual(created);
     expect(await getNetworkConnector(t.connection, AWS('INTERNET_EGRESS'))).toMatchObject({
