@@ -3,6 +3,7 @@ import type { TestProject } from 'vitest/node';
 import { setupHost } from '../src/setup/setup.js';
 import { sha256 } from '../src/util/hash.js';
 import { Engine } from '../src/vmm/engine.js';
+import { GUEST_GATEWAY_MAC } from '../src/net/vm-network.js';
 import { httpGet } from '../src/util/http-get.js';
 import { COUNTER_APP, COUNTER_PORT, TEMPLATE_REQUESTS, testDataDir } from './helpers/env.js';
 
@@ -20,7 +21,8 @@ declare module 'vitest' {
 export default async function setup(project: TestProject): Promise<void> {
   const dataDir = testDataDir();
   const artifacts = await setupHost(dataDir);
-  const templateId = `counter-${sha256(COUNTER_APP + basename(artifacts.initramfs) + artifacts.baseDisk.name).slice(0, 10)}`;
+  // The gateway MAC is in the guest's neighbour cache, hence in the template.
+  const templateId = `counter-${sha256(COUNTER_APP + basename(artifacts.initramfs) + artifacts.baseDisk.name + GUEST_GATEWAY_MAC).slice(0, 10)}`;
   project.provide('counterTemplate', templateId);
   const engine = await Engine.open({ dataDir });
   try {

@@ -1,3 +1,4 @@
+import { cpuShape } from './usage.js';
 import { HearthError } from '../errors.js';
 import type { HooksConfig, ImageVersionConfig } from './model.js';
 
@@ -24,12 +25,13 @@ export const READY_TIMEOUT_RANGE_S = [1, 3600] as const;
 export const RUNTIME_HOOK_TIMEOUT_RANGE_S = [1, 60] as const;
 
 /**
- * vCPUs for a baseline memory size. The reference ties vCPU to memory (2 GiB = 1 vCPU: 0.25 at
- * 512 MiB); a QEMU guest has whole vCPUs, so sizes below 2 GiB get 1 (their CPU share is enforced
- * by the host's CPU limits, not by the vCPU count).
+ * vCPUs for a baseline memory size: as many as it may burst to. The reference ties CPU to memory
+ * (2 GiB = 1 core of baseline: 0.25 at 512 MiB) and lets a microVM burst to 4x its baseline (1 vCPU
+ * at 512 MiB, 4 at 2 GiB, 16 at 8 GiB), so the guest has its peak vCPUs, the host's CPU quota
+ * caps it there, and what it uses above its baseline is measured (core/usage.ts).
  */
 export function vcpusFor(memoryMiB: number): number {
-  return Math.max(1, Math.floor(memoryMiB / 2048));
+  return cpuShape(memoryMiB).peakVcpus;
 }
 
 /** The largest disk for a baseline memory size (8 GiB up to 2 GiB of memory, then 4x memory). */

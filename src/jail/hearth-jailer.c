@@ -5,8 +5,8 @@
  *
  * Usage:
  *   hearth-jailer [--netns PATH] --uid U --gid G [--cgroup-procs FILE]... --root DIR
- *                 [--ro PATH]... [--rw PATH]... [--dev PATH]... [--nofile N] [--nproc N]
- *                 [--fsize BYTES] [--hostname NAME] -- /abs/path/to/binary args...
+ *                 [--ro PATH]... [--rw PATH]... [--dev PATH]... [--keep-fd N]... [--nofile N]
+ *                 [--nproc N] [--fsize BYTES] [--hostname NAME] -- /abs/path/to/binary args...
  *
  * Steps, in order (a failing step prints "hearth-jailer: <step>: <strerror>" on stderr and exits
  * 125; nothing but the pid line is ever printed on stdout):
@@ -18,12 +18,15 @@
  *  4. fork(). The parent prints "pid <host pid of the child>\n", points stdout at /dev/null, forwards
  *     TERM/INT/HUP/QUIT/USR1/USR2 to the child and exits with the child's exit code (128+signal if
  *     it was killed). The caller can treat the parent as the jailed process.
- *  5. The child builds a root on a tmpfs at --root: /dev holding only the --dev nodes, a /proc of
+ *  5. The child builds a root on a tmpfs at --root: /dev holding only the --dev nodes (made with
+ *     mknod, same type, numbers and mode as on the host, owned by --uid/--gid, as Firecracker's
+ *     jailer does, so that e.g. a root:kvm 0660 /dev/kvm is usable after the uid drop), a /proc of
  *     its own pid namespace, a tmpfs /tmp, then the --ro/--rw bind mounts (always nosuid,nodev),
  *     then the host's merged-/usr symlinks (/bin -> usr/bin...). It pivot_root()s into it, detaches
  *     the host's tree and makes / read-only.
  *  6. It sets the hostname and rlimits, drops to --uid/--gid (no supplementary groups, so no
- *     capabilities left), sets no_new_privs, closes every fd above 2 and execs the program.
+ *     capabilities left), sets no_new_privs, closes every fd above 2 but the --keep-fd ones (e.g. a
+ *     sealed memfd the program maps) and execs the program.
  *
  * Notes:
  *  - The child is pid 1 of its pid namespace: it runs the program directly (no extra init), and
@@ -71,7 +74,8 @@ struct opts {
 	unsigned long long uid, gid, nofile, nproc, fsize; /* 0 = not given (uid/gid must be > 0) */
 	const char **cgroup_procs, **devs;
 	struct bind *binds;
-	int n_cgroup_procs, n_devs, n_binds;
+	int *keep_fds;
+	int n_cgroup_procs, n_devs, n_binds, n_keep_fds;
 	char **argv; /* the program and its arguments */
 };
 
@@ -130,7 +134,8 @@ static void parse(int argc, char **argv, struct opts *o)
 	o->cgroup_procs = calloc(argc, sizeof *o->cgroup_procs);
 	o->devs = calloc(argc, sizeof *o->devs);
 	o->binds = calloc(argc, sizeof *o->binds);
-	if (!o->cgroup_procs || !o->devs || !o->binds)
+	o->keep_fds = calloc(argc, sizeof *o->keep_fds);
+	if (!o->cgroup_procs || !o->devs || !o->binds || !o->keep_fds)
 		die("calloc");
 	int i;
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i += 2) {
@@ -149,6 +154,11 @@ static void parse(int argc, char **argv, struct opts *o)
 			if (strncmp(path_arg(opt, v), "/dev/", 5) != 0)
 				usage("--dev paths must be below /dev/, not '%s'", v);
 			o->devs[o->n_devs++] = v;
+		} else if (!strcmp(opt, "--keep-fd")) {
+			int fd = (int)number(opt, v, 1 << 20);
+			if (fd < 3 || fcntl(fd, F_GETFD) < 0)
+				usage("--keep-fd needs an open descriptor >= 3, not '%s'", v);
+			o->keep_fds[o->n_keep_fds++] = fd;
 		} else if (!strcmp(opt, "--nofile")) o->nofile = number(opt, v, 1ULL << 30);
 		else if (!strcmp(opt, "--nproc")) o->nproc = number(opt, v, 1ULL << 30);
 		else if (!strcmp(opt, "--fsize")) o->fsize = number(opt, v, 1ULL << 62);
@@ -233,6 +243,38 @@ static void set_limit(int resource, unsigned long long v, const char *name)
 		die("setrlimit(%s)", name);
 }
 
+static int by_value(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* Closes descriptors first..last (close_range, or one by one where the kernel lacks it). */
+static void close_span(unsigned first, unsigned last)
+{
+	if (first > last || close_range(first, last, 0) == 0)
+		return;
+	struct rlimit r;
+	unsigned max = getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < 1 << 20 ? (unsigned)r.rlim_cur : 1 << 20;
+	for (unsigned fd = first; fd <= last && fd < max; fd++)
+		close((int)fd);
+}
+
+/* Closes every descriptor above 2 except those in `keep` (sorted here), which lose FD_CLOEXEC:
+ * they are meant for the program. */
+static void close_fds_except(int *keep, int n)
+{
+	qsort(keep, n, sizeof *keep, by_value);
+	unsigned next = 3;
+	for (int i = 0; i < n; i++) {
+		close_span(next, (unsigned)keep[i] - 1);
+		int flags = fcntl(keep[i], F_GETFD);
+		if (flags < 0 || fcntl(keep[i], F_SETFD, flags & ~FD_CLOEXEC) < 0)
+			die("keep fd %d", keep[i]);
+		next = (unsigned)keep[i] + 1;
+	}
+	close_span(next, ~0U);
+}
+
 static void run_child(const struct opts *o, int sync_rd)
 {
 	char path[PATH_MAX], buf[PATH_MAX];
@@ -267,8 +309,11 @@ static void run_child(const struct opts *o, int sync_rd)
 			die("device %s", o->devs[i]);
 		}
 		snprintf(path, sizeof path, "%s%s", root, o->devs[i]);
-		mount_point(path, 0);
-		bind(o->devs[i], path, MS_NOSUID | MS_NOEXEC);
+		mkdir_p(path, 0);
+		if (mknod(path, st.st_mode & (S_IFMT | 0777), st.st_rdev) < 0)
+			die("mknod %s", path);
+		if (chown(path, (uid_t)o->uid, (gid_t)o->gid) < 0 || chmod(path, st.st_mode & 0777) < 0)
+			die("chown %s", path);
 	}
 	static const char *const dev_links[][2] = {
 		{ "fd", "/proc/self/fd" }, { "stdin", "/proc/self/fd/0" },
@@ -367,12 +412,7 @@ static void run_child(const struct opts *o, int sync_rd)
 		die("prctl(PDEATHSIG)");
 	check_parent(sync_rd);
 
-	if (close_range(3, ~0U, 0) < 0) {
-		struct rlimit r;
-		int max = getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < 1 << 20 ? (int)r.rlim_cur : 1 << 20;
-		for (int fd = 3; fd < max; fd++)
-			close(fd);
-	}
+	close_fds_except(o->keep_fds, o->n_keep_fds);
 	execv(o->argv[0], o->argv);
 	fprintf(stderr, "hearth-jailer: exec %s: %s\n", o->argv[0], strerror(errno));
 	_exit(EXIT_EXEC); /* not die(): 127 tells the caller the jail worked but the program did not start */

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process';
-import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -106,9 +106,18 @@ describe.skipIf(!asRoot)('hearth-jailer (real namespaces, needs root)', () => {
     };
   }
 
-  async function start(binary: string, args: string[], overrides: Partial<JailSpec> = {}): Promise<Jailed> {
+  async function start(
+    binary: string,
+    args: string[],
+    overrides: Partial<JailSpec> = {},
+    extraFds: number[] = [],
+  ): Promise<Jailed> {
     const { cmd, args: argv } = jailedCommand(jailer, spec(overrides), binary, args);
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe', ...extraFds] }) as ChildProcessByStdio<
+      null,
+      Readable,
+      Readable
+    >;
     let stderr = '';
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
@@ -127,8 +136,9 @@ describe.skipIf(!asRoot)('hearth-jailer (real namespaces, needs root)', () => {
     binary: string,
     args: string[],
     overrides: Partial<JailSpec> = {},
+    extraFds: number[] = [],
   ): Promise<Finished> {
-    return (await start(binary, args, overrides)).done;
+    return (await start(binary, args, overrides, extraFds)).done;
   }
 
   it('caches the compiled binary by source hash (0755)', async () => {
@@ -180,6 +190,7 @@ describe.skipIf(!asRoot)('hearth-jailer (real namespaces, needs root)', () => {
       'touch /newfile 2>&1 || echo ROOT_WRITE_FAILED',
       'mkdir /tmp/scratch && echo TMP_WRITE_OK',
       'head -c 8 /dev/urandom | wc -c',
+      'echo "devnode:" $(stat -c "%F %t:%T %a %u:%g" /dev/null)',
       "cut -d' ' -f5,6 /proc/self/mountinfo",
     ].join('\n');
     const r = await runJailed('/bin/sh', ['-c', script], { hostname: 'vm-test' });
@@ -220,11 +231,33 @@ describe.skipIf(!asRoot)('hearth-jailer (real namespaces, needs root)', () => {
     expect(mounts.get('/usr')).toMatch(/^ro,nosuid,nodev/);
     expect(mounts.get(roDir)).toMatch(/^ro,nosuid,nodev/);
     expect(mounts.get(rwDir)).toMatch(/^rw,nosuid,nodev/);
-    expect(mounts.get('/dev/null')).toMatch(/^rw,nosuid,noexec/);
-    expect(mounts.get('/dev/null')).not.toMatch(/nodev/);
+    // Devices are nodes of the jail's /dev (made with mknod, owned by the jailed uid), not binds.
+    expect(/^devnode: (.*)$/m.exec(out)?.[1]).toBe(`character special file 1:3 666 ${UID}:${UID}`);
+    expect(mounts.has('/dev/null')).toBe(false);
+    expect(mounts.get('/dev')).toMatch(/^rw,nosuid,noexec/);
+    expect(mounts.get('/dev')).not.toMatch(/nodev/);
     expect(mounts.get('/proc')).toMatch(/^rw,nosuid,nodev,noexec/);
     // The jail's root directory on the host stays empty: the tmpfs lives in the jail's mount namespace only.
     expect(spawnSync('ls', ['-A', rootDir]).stdout.toString()).toBe('');
+  });
+
+  it('passes the --keep-fd descriptors to the program and closes every other one', async () => {
+    const kept = openSync(join(roDir, 'hello.txt'), 'r');
+    const other = openSync(join(roDir, 'hello.txt'), 'r');
+    try {
+      // fd 3 is `kept`, fd 4 is `other`: only 3 is listed.
+      const r = await runJailed(
+        '/bin/sh',
+        ['-c', 'cat /proc/self/fd/3; ls /proc/self/fd/4 2>/dev/null || echo FD4_CLOSED'],
+        { keepFds: [3] },
+        [kept, other],
+      );
+      expect(r).toMatchObject({ code: 0, stdout: 'hello from the host\nFD4_CLOSED\n' });
+    } finally {
+      closeSync(kept);
+      closeSync(other);
+    }
+    expect(() => jailedCommand(jailer, spec({ keepFds: [2] }), '/bin/true', [])).toThrow(JailConfigError);
   });
 
   it('cannot regain root: setuid(0) fails and su is refused', async () => {

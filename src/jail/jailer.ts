@@ -77,8 +77,13 @@ export interface JailSpec {
   readOnly: string[];
   /** Host paths bound at the same path, writable by the program if their permissions allow. */
   readWrite: string[];
-  /** Device nodes under /dev/ to bind, e.g. /dev/kvm, /dev/net/tun, /dev/null, /dev/urandom. */
+  /**
+   * Device nodes under /dev/ to recreate in the jail (same type, numbers and mode, owned by uid/gid),
+   * e.g. /dev/kvm, /dev/net/tun, /dev/null, /dev/urandom.
+   */
   devices: string[];
+  /** Descriptors (>= 3) the program inherits, e.g. a sealed memfd it maps; every other one is closed. */
+  keepFds?: number[];
   /** `cgroup.procs` files to join before anything else (VmCgroup.procsFiles). */
   cgroupProcsFiles: string[];
   limits: { nofile: number; nproc?: number; fsizeBytes?: number };
@@ -112,8 +117,8 @@ function checkPositiveInt(what: string, n: number | undefined, max: number): voi
  * Bind mounts are passed in path order, so a path is mounted before any path below it, whichever
  * list it is in. Throws JailConfigError if a path is not absolute and normalised (no '..', no
  * trailing '/'), is '/', or contains NUL or a newline; if a path is in both readOnly and
- * readWrite; if a device is not under /dev/; if uid or gid is not an integer > 0; or if a limit
- * or the hostname is invalid. Spawning the command also requires root.
+ * readWrite; if a device is not under /dev/; if uid or gid is not an integer > 0; if a kept
+ * descriptor is not an integer >= 3; or if a limit or the hostname is invalid. Spawning the command also requires root.
  */
 export function jailedCommand(
   jailerPath: string,
@@ -152,6 +157,10 @@ export function jailedCommand(
     if (!d.startsWith('/dev/')) throw new JailConfigError(`device '${d}' is not under /dev/`);
   }
   for (const f of spec.cgroupProcsFiles) checkPath('cgroup.procs file', f);
+  for (const fd of spec.keepFds ?? []) {
+    if (!Number.isSafeInteger(fd) || fd < 3 || fd > 1 << 20)
+      throw new JailConfigError(`keepFds entries must be integers in 3..${1 << 20}, not ${fd}`);
+  }
   if (spec.netnsPath !== undefined) checkPath('netnsPath', spec.netnsPath);
   checkPositiveInt('limits.nofile', spec.limits.nofile, 1 << 30);
   checkPositiveInt('limits.nproc', spec.limits.nproc, 1 << 30);
@@ -167,6 +176,7 @@ export function jailedCommand(
   // A prefix sorts before its extensions ('/a' < '/a/b'), so parents are mounted first.
   for (const p of [...binds.keys()].sort()) out.push(binds.get(p) === 'ro' ? '--ro' : '--rw', p);
   for (const d of new Set(spec.devices)) out.push('--dev', d);
+  for (const fd of new Set(spec.keepFds ?? [])) out.push('--keep-fd', String(fd));
   out.push('--nofile', String(spec.limits.nofile));
   if (spec.limits.nproc !== undefined) out.push('--nproc', String(spec.limits.nproc));
   if (spec.limits.fsizeBytes !== undefined) out.push('--fsize', String(spec.limits.fsizeBytes));

@@ -20,3 +20,24 @@ export class NetworkExhaustedError extends HearthError {
     });
   }
 }
+
+/** An egress policy Hearth refuses to apply (malformed, or reaching what no VM may reach). */
+export class NetworkPolicyError extends HearthError {
+  readonly code = 'NET_POLICY_INVALID';
+  constructor(reason: string) {
+    super(`egress policy refused: ${reason}`, {
+      hint: 'rules take an IPv4 CIDR (host bits zero) or a host name, ports 1-65535; the VM subnet, loopback, link-local, multicast and reserved ranges are never reachable',
+    });
+  }
+}
+
+/** Hearth's DNS forwarder for guests could not start, or a host-side lookup failed. */
+export class DnsForwarderError extends HearthError {
+  readonly code = 'NET_DNS_FAILED';
+  constructor(step: string, options?: { cause?: unknown }) {
+    super(`guest DNS forwarder failed at '${step}'`, {
+      ...options,
+      hint: 'check the upstream resolvers (/etc/resolv.conf or HEARTH_DNS_UPSTREAM) and that the host can bind UDP/TCP sockets',
+    });
+  }
+}

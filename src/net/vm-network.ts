@@ -1,10 +1,26 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../util/exec.js';
 import { createLogger } from '../util/log.js';
+import { DnsForwarder, type DnsClient } from './dns-forwarder.js';
+import { defaultUpstreams, type DnsUpstream } from './dns-upstream.js';
+import {
+  dnsRedirectRuleset,
+  EGRESS_MARK,
+  EGRESS_RESET_RULESET,
+  egressRuleset,
+  isDenyAll,
+  isLearnable,
+  learnRuleset,
+  setsForName,
+  validateEgressPolicy,
+  type LearntAddress,
+} from './egress-rules.js';
 import { NetworkExhaustedError, NetworkSetupError } from './errors.js';
-import { DENY_ALL_EGRESS, type EgressPolicy } from './policy.js';
+import { cidr, type Cidr } from './ipv4.js';
+import { DENY_ALL_EGRESS, needsDns, type EgressPolicy } from './policy.js';
+import { RootFirewall } from './root-firewall.js';
 
 const log = createLogger('net');
 
@@ -18,6 +34,12 @@ export const GUEST_IP = '172.16.0.2';
 export const GUEST_GATEWAY = '172.16.0.1';
 export const GUEST_PREFIX = 30;
 export const GUEST_MAC = '02:48:54:00:00:02';
+/**
+ * The namespace end of the guest link (tap0) has the same MAC address in every namespace: a clone
+ * keeps its template's neighbour cache, so a per-namespace random address would leave the guest
+ * sending its first packets to a stale address until ARP re-resolves it (seconds).
+ */
+export const GUEST_GATEWAY_MAC = '02:48:54:00:00:01';
 /** The resolver address guests are given (the namespace end of their link). */
 export const GUEST_DNS = GUEST_GATEWAY;
 export const TAP_NAME = 'tap0';
@@ -47,7 +69,43 @@ export interface NetworkManagerOptions {
   subnet?: string;
   /** Directory recording which slots this data directory owns (for cleanup after a crash). */
   stateDir: string;
+  /** The uid (and gid) owning slot's tap device, so an unprivileged QEMU can open it; default root's. */
+  tapOwnerUid?: (slot: number) => number;
+  /**
+   * Resolvers Hearth's guest DNS forwarder asks. Default: HEARTH_DNS_UPSTREAM ('ip[:port],...'),
+   * else the host's /etc/resolv.conf.
+   */
+  dnsUpstream?: DnsUpstream[];
+  /** How long acquire waits for the host to resolve a policy's host names. Default 1000. */
+  hostnameResolveTimeoutMs?: number;
 }
+
+function tapOwner(uid: number | undefined): string {
+  return uid === undefined ? '' : ` user ${uid} group ${uid}`;
+}
+
+/** A VM network with a policy other than deny-all, while a VM holds it. */
+interface ActiveEgress {
+  net: VmNetwork;
+  policy: EgressPolicy;
+  dns: DnsClient;
+  /** 'set address' -> when its set element expires (ms since epoch), to skip redundant updates. */
+  learnt: Map<string, number>;
+  /** Set updates running now (release waits for them before resetting the namespace). */
+  pending: Set<Promise<unknown>>;
+}
+
+/** Names the host or a guest resolved: addresses and until when they hold (ms since epoch). */
+interface CachedName {
+  addresses: string[];
+  expiresAtMs: number;
+}
+
+const NAME_CACHE_MAX = 4096;
+const NEGATIVE_CACHE_MS = 30_000;
+/** Allow-set entries live at least this long, whatever the TTL (guests cache answers too). */
+const MIN_LEARNT_SECONDS = 60;
+const NFT_TIMEOUT_MS = 10_000;
 
 function slotAddresses(base: number[], slot: number): { hostIp: string; endpointIp: string } {
   const offset = slot * 4;
@@ -60,9 +118,21 @@ function slotAddresses(base: number[], slot: number): { hostIp: string; endpoint
  * if the name exists), so several Hearth processes on one host never share a slot. Guest traffic is
  * denied by default: the namespace forwards nothing the guest starts, answers nothing on its own
  * addresses, and has IPv6 disabled; only the host's connections to the guest (and their replies) pass.
+ *
+ * An egress policy opens what it allows, in the namespace (egress-rules.ts: one `nft -f` batch at
+ * acquire); the host side (root-firewall.ts: masquerade, the host itself unreachable, nothing routed
+ * into VM links) is shared by all VMs of the manager, and guests that need DNS are redirected to one
+ * forwarder (dns-forwarder.ts). Releasing a network takes its policy away before it is recycled.
  */
 export class NetworkManager {
   private readonly base: number[];
+  private readonly subnet: Cidr;
+  private readonly root: RootFirewall;
+  private rootReady: Promise<void> | undefined;
+  private dns: Promise<DnsForwarder> | undefined;
+  private readonly egress = new Map<number, ActiveEgress>();
+  private readonly slotByEndpoint = new Map<string, number>();
+  private readonly names = new Map<string, CachedName>();
   private readonly slots: number;
   private nextHint = 0;
   private readonly spares: VmNetwork[] = [];
@@ -76,16 +146,50 @@ export class NetworkManager {
     const m = /^(\d+)\.(\d+)\.0\.0\/16$/.exec(subnet);
     if (!m) throw new RangeError(`vm subnet '${subnet}' must be an IPv4 /16 like 10.201.0.0/16`);
     this.base = [Number(m[1]), Number(m[2])];
+    this.subnet = cidr(subnet);
     this.slots = 65536 / 4 - 1;
+    this.root = new RootFirewall(opts.stateDir, log);
+  }
+
+  /** The host table of this manager (named after its state directory): `inet <name>`. */
+  get rootTable(): string {
+    return this.root.table;
   }
 
   static netnsName(slot: number): string {
     return `hearth-${slot}`;
   }
 
-  /** Marks the network of a VM adopted from an earlier server as in use. */
+  /**
+   * Marks the network of a VM adopted from an earlier server as in use. Its egress policy (kept in
+   * the slot's state file) is taken back: the DNS forwarder answers it again, its guest DNS is
+   * pointed at this process's forwarder and its link is put back in the host table, in the
+   * background.
+   */
   adopt(net: VmNetwork): void {
     this.inUse.add(net.slot);
+    const policy = this.readSlotPolicy(net.slot);
+    if (!isDenyAll(policy)) this.activate(net, policy);
+    this.track(
+      (async () => {
+        await this.ensureRoot();
+        await run('nft', [this.root.addIfaceCommand(net.hostVeth)], { timeoutMs: NFT_TIMEOUT_MS });
+        if (!needsDns(policy)) return;
+        const f = await this.dnsForwarder();
+        await this.nsNft(
+          net,
+          dnsRedirectRuleset({
+            hostIp: net.hostIp,
+            guestGateway: GUEST_GATEWAY,
+            tapName: net.tapName,
+            dnsPort: f.port,
+          }),
+          'guest DNS redirect',
+        );
+      })().catch((e: Error) =>
+        log.error('could not restore the egress of an adopted VM', { slot: net.slot, error: e.message }),
+      ),
+    );
   }
 
   /** How many networks VMs hold right now (spares not counted). */
@@ -99,14 +203,223 @@ export class NetworkManager {
    * with the launch), else a new one.
    */
   async acquire(egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS): Promise<VmNetwork> {
-    if (egress.internet || egress.allow.length > 0)
-      throw new NetworkSetupError('egress policy', {
-        cause: new Error('egress connectors are not implemented yet'),
-      });
+    const policy = validateEgressPolicy(egress, this.subnet);
     const net = this.spares.shift() ?? (await this.create());
     this.inUse.add(net.slot);
     this.scheduleRefill();
+    if (!isDenyAll(policy)) {
+      try {
+        await this.applyEgress(net, policy);
+      } catch (e) {
+        this.release(net);
+        throw e;
+      }
+    }
     return net;
+  }
+
+  /**
+   * Opens a network to `policy` (validated, not deny-all): host forwarding on, the DNS forwarder
+   * started if the policy needs it, the policy's host names resolved (bounded), then one
+   * `nft -f` batch in the namespace.
+   */
+  private async applyEgress(net: VmNetwork, policy: EgressPolicy): Promise<void> {
+    const t0 = performance.now();
+    await this.root.enableForwarding();
+    const dns = needsDns(policy) ? await this.dnsForwarder() : undefined;
+    const learnt = dns ? await this.knownAddresses(dns, policy) : [];
+    const e = this.activate(net, policy);
+    for (const l of learnt) e.learnt.set(`${l.set} ${l.address}`, Date.now() + l.timeoutSeconds * 1000);
+    await this.nsNft(
+      net,
+      egressRuleset({
+        policy,
+        vmSubnet: this.subnet,
+        hostIp: net.hostIp,
+        guestGateway: GUEST_GATEWAY,
+        tapName: net.tapName,
+        ...(dns ? { dnsPort: dns.port } : {}),
+        learnt,
+      }),
+      'egress policy rules',
+    );
+    // Kept with the slot so that a server adopting the VM after a crash knows its policy.
+    await writeFile(
+      this.slotFile(net.slot),
+      JSON.stringify({ pid: process.pid, egress: policy }) + '\n',
+    ).catch((e: unknown) => {
+      throw new NetworkSetupError('slot state file', { cause: e });
+    });
+    log.debug('egress policy applied', {
+      slot: net.slot,
+      internet: policy.internet,
+      rules: policy.allow.length,
+      ms: Math.round(performance.now() - t0),
+    });
+  }
+
+  /** Records a network's policy so the DNS forwarder serves it. */
+  private activate(net: VmNetwork, policy: EgressPolicy): ActiveEgress {
+    const e: ActiveEgress = {
+      net,
+      policy,
+      learnt: new Map(),
+      pending: new Set(),
+      dns: {
+        policy,
+        learn: (name, addresses, ttlSeconds) => {
+          const p = this.learn(e, name, addresses, ttlSeconds);
+          e.pending.add(p);
+          return p.finally(() => e.pending.delete(p));
+        },
+      },
+    };
+    this.egress.set(net.slot, e);
+    this.slotByEndpoint.set(net.endpointIp, net.slot);
+    return e;
+  }
+
+  /** The DNS client for a query's source address: only endpoint addresses of networks in use. */
+  private dnsClientFor(address: string): DnsClient | undefined {
+    const slot = this.slotByEndpoint.get(address);
+    return slot === undefined ? undefined : this.egress.get(slot)?.dns;
+  }
+
+  /**
+   * Adds addresses a guest's resolver answer gave for `name` to the VM's sets of the hostname rules
+   * covering it, with a timeout of max(TTL, 60 s). Skips entries already there for long enough.
+   */
+  private async learn(e: ActiveEgress, name: string, addresses: string[], ttlSeconds: number): Promise<void> {
+    const timeoutSeconds = Math.max(ttlSeconds, MIN_LEARNT_SECONDS);
+    const now = Date.now();
+    this.remember(name, { addresses, expiresAtMs: now + timeoutSeconds * 1000 });
+    const items: LearntAddress[] = [];
+    for (const set of setsForName(e.policy, name)) {
+      for (const address of addresses) {
+        if (!isLearnable(address, this.subnet)) continue;
+        const key = `${set} ${address}`;
+        if ((e.learnt.get(key) ?? 0) - now > (timeoutSeconds * 1000) / 2) continue;
+        e.learnt.set(key, now + timeoutSeconds * 1000);
+        items.push({ set, address, timeoutSeconds });
+      }
+    }
+    if (items.length === 0 || this.egress.get(e.net.slot) !== e) return;
+    try {
+      await this.nsNft(e.net, learnRuleset(items), 'allow set update', 2_000);
+    } catch (err) {
+      for (const i of items) e.learnt.delete(`${i.set} ${i.address}`);
+      throw err;
+    }
+  }
+
+  private remember(name: string, c: CachedName): void {
+    this.names.delete(name);
+    this.names.set(name, c);
+    if (this.names.size > NAME_CACHE_MAX) this.names.delete(this.names.keys().next().value!);
+  }
+
+  /**
+   * Addresses to start the policy's hostname sets with: its exact names resolved on the host (in
+   * parallel, within hostnameResolveTimeoutMs; best effort), plus every fresh name in the cache a
+   * rule covers (wildcards too).
+   */
+  private async knownAddresses(dns: DnsForwarder, policy: EgressPolicy): Promise<LearntAddress[]> {
+    const timeoutMs = this.opts.hostnameResolveTimeoutMs ?? 1_000;
+    const exact = [
+      ...new Set(
+        policy.allow.flatMap((r) => (r.hostname && !r.hostname.startsWith('*.') ? [r.hostname] : [])),
+      ),
+    ];
+    await Promise.all(
+      exact.map(async (name) => {
+        const c = this.names.get(name);
+        if (c && c.expiresAtMs > Date.now()) return;
+        const r = await dns.resolveIpv4(name, timeoutMs);
+        const ttlMs = r.addresses.length
+          ? Math.max(r.ttlSeconds, MIN_LEARNT_SECONDS) * 1000
+          : NEGATIVE_CACHE_MS;
+        this.remember(name, { addresses: r.addresses, expiresAtMs: Date.now() + ttlMs });
+      }),
+    );
+    const now = Date.now();
+    const out: LearntAddress[] = [];
+    for (const [name, c] of this.names) {
+      if (c.expiresAtMs <= now || c.addresses.length === 0) continue;
+      for (const set of setsForName(policy, name))
+        for (const address of c.addresses)
+          out.push({ set, address, timeoutSeconds: (c.expiresAtMs - now) / 1000 });
+    }
+    return out;
+  }
+
+  /** The forwarder, started on first use (and the host table opened to its port). */
+  private dnsForwarder(): Promise<DnsForwarder> {
+    if (!this.dns) {
+      const p = (async () => {
+        await this.ensureRoot();
+        const f = await DnsForwarder.start({
+          upstreams: this.opts.dnsUpstream ?? defaultUpstreams(),
+          clientFor: (a) => this.dnsClientFor(a),
+          log: log.child('dns'),
+        });
+        try {
+          await this.root.ensure(f.port);
+        } catch (e) {
+          await f.close();
+          throw e;
+        }
+        return f;
+      })();
+      this.dns = p;
+      p.catch(() => {
+        if (this.dns === p) this.dns = undefined;
+      });
+    }
+    return this.dns;
+  }
+
+  /** Creates (or rewrites) the host table once per manager. */
+  private ensureRoot(): Promise<void> {
+    if (!this.rootReady) {
+      const p = this.root.ensure();
+      this.rootReady = p;
+      p.catch(() => {
+        if (this.rootReady === p) this.rootReady = undefined;
+      });
+    }
+    return this.rootReady;
+  }
+
+  /** Runs an nft script inside a VM's namespace. NetworkSetupError(step) on failure. */
+  private async nsNft(
+    net: Pick<VmNetwork, 'netnsPath'>,
+    script: string,
+    step: string,
+    timeoutMs = NFT_TIMEOUT_MS,
+  ): Promise<void> {
+    try {
+      await run('nsenter', [`--net=${net.netnsPath}`, '--', 'nft', '-f', '-'], { input: script, timeoutMs });
+    } catch (e) {
+      throw new NetworkSetupError(step, { cause: e });
+    }
+  }
+
+  private slotFile(slot: number): string {
+    return join(this.opts.stateDir, String(slot));
+  }
+
+  /** The policy recorded for a slot (deny-all if none or unreadable). */
+  private readSlotPolicy(slot: number): EgressPolicy {
+    try {
+      const rec = JSON.parse(readFileSync(this.slotFile(slot), 'utf8')) as { egress?: EgressPolicy } | number;
+      if (typeof rec === 'object' && rec.egress) return validateEgressPolicy(rec.egress, this.subnet);
+    } catch (e) {
+      log.warn('no usable egress policy recorded for an adopted network: deny-all', {
+        slot,
+        error: (e as Error).message,
+      });
+    }
+    return { ...DENY_ALL_EGRESS, allow: [] };
   }
 
   /**
@@ -117,18 +430,41 @@ export class NetworkManager {
    */
   release(net: VmNetwork): void {
     this.inUse.delete(net.slot);
+    const e = this.egress.get(net.slot);
+    if (e) {
+      this.egress.delete(net.slot);
+      this.slotByEndpoint.delete(net.endpointIp);
+    }
     const recycle = !this.closed && this.spares.length < (this.opts.spares ?? 2);
-    const work = recycle
-      ? run('nsenter', [`--net=${net.netnsPath}`, '--', 'conntrack', '-F'], { allowFailure: true }).then(
-          async (r) => {
-            if (r.exitCode === 0 && !this.closed) this.spares.push(net);
-            else await this.destroy(net);
-          },
-        )
-      : this.destroy(net);
+    const work = (async () => {
+      if (e) await this.forgetEgress(e);
+      if (!recycle) return this.destroy(net);
+      // Back to deny-all: the policy table (if any) goes, then every tracked flow.
+      const r = await run(
+        'nsenter',
+        [`--net=${net.netnsPath}`, '--', 'sh', '-c', 'nft -f - && conntrack -F'],
+        {
+          input: EGRESS_RESET_RULESET,
+          allowFailure: true,
+          timeoutMs: NFT_TIMEOUT_MS,
+        },
+      );
+      if (r.exitCode === 0 && !this.closed) this.spares.push(net);
+      else await this.destroy(net);
+    })();
     this.track(
       work.catch((e: Error) => log.error('network cleanup failed', { slot: net.slot, error: e.message })),
     );
+  }
+
+  /**
+   * Host-side leftovers of a policy: pending set updates finish, the host's tracked flows of the
+   * VM's address go, and the slot's state file says deny-all again.
+   */
+  private async forgetEgress(e: ActiveEgress): Promise<void> {
+    await Promise.allSettled([...e.pending]);
+    await run('conntrack', ['-D', '-s', e.net.endpointIp], { allowFailure: true, timeoutMs: NFT_TIMEOUT_MS });
+    if (existsSync(this.slotFile(e.net.slot))) await writeFile(this.slotFile(e.net.slot), `${process.pid}\n`);
   }
 
   private track(p: Promise<unknown>): void {
@@ -150,17 +486,31 @@ export class NetworkManager {
     this.refillTimer.unref();
   }
 
-  /** Stops refilling, removes the spares and waits for background work. Call before exiting. */
+  /**
+   * Stops refilling, removes the spares, waits for background work and closes the DNS forwarder.
+   * If no VM holds a network any more, the host table goes too (and IPv4 forwarding is turned back
+   * off if Hearth turned it on and no VM link of any Hearth is left). Call before exiting.
+   */
   async drain(): Promise<void> {
     this.closed = true;
     if (this.refillTimer) clearTimeout(this.refillTimer);
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
     for (const n of this.spares.splice(0)) await this.destroy(n).catch(() => undefined);
+    const dns = this.dns;
+    this.dns = undefined;
+    await dns?.then((f) => f.close()).catch(() => undefined);
+    if (this.inUse.size === 0) {
+      await this.root
+        .remove()
+        .catch((e: Error) => log.warn('could not remove the host table', { error: e.message }));
+      this.rootReady = undefined;
+    }
   }
 
   /** Claims a slot and builds its namespace, veth pair, tap and rules. */
   async create(): Promise<VmNetwork> {
     await mkdir(this.opts.stateDir, { recursive: true });
+    await this.ensureRoot();
     for (let tries = 0; tries < this.slots; tries++) {
       const slot = 1 + ((this.nextHint + tries) % this.slots);
       const name = NetworkManager.netnsName(slot);
@@ -205,7 +555,13 @@ export class NetworkManager {
       `link set ${n.hostVeth} up`,
     ].join('\n');
     try {
-      await run('ip', ['-b', '-'], { input: rootBatch + '\n' });
+      await run('sh', [
+        '-c',
+        'printf "%s\\n" "$1" | ip -b - && nft "$2"',
+        'sh',
+        rootBatch,
+        this.root.addIfaceCommand(n.hostVeth),
+      ]);
     } catch (e) {
       throw new NetworkSetupError('host veth', { cause: e });
     }
@@ -213,9 +569,12 @@ export class NetworkManager {
       'link set lo up',
       `addr add ${n.endpointIp}/30 dev eth0`,
       'link set eth0 up',
-      `tuntap add ${n.tapName} mode tap`,
+      `tuntap add ${n.tapName} mode tap${tapOwner(this.opts.tapOwnerUid?.(n.slot))}`,
+      `link set ${n.tapName} address ${GUEST_GATEWAY_MAC}`,
       `addr add ${GUEST_GATEWAY}/${GUEST_PREFIX} dev ${n.tapName}`,
       `link set ${n.tapName} up`,
+      // Used only by what an egress policy lets through (see egress-rules.ts); nothing otherwise.
+      `route add default via ${n.hostIp}`,
     ].join('\n');
     const rules = `
 table inet hearth {
@@ -223,10 +582,16 @@ table inet hearth {
     type nat hook prerouting priority dstnat; policy accept;
     iifname "eth0" ip daddr ${n.endpointIp} meta l4proto tcp dnat ip to ${GUEST_IP}
   }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "eth0" ip saddr ${GUEST_IP} snat ip to ${n.endpointIp}
+  }
   chain forward {
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
     iifname "eth0" oifname "${n.tapName}" ip daddr ${GUEST_IP} meta l4proto tcp ct state new accept
+    # Marked by the egress policy table (hearth_egress), present only when the VM has a policy.
+    iifname "${n.tapName}" oifname "eth0" meta mark ${EGRESS_MARK} accept
     # Refuse (not drop) what the guest starts, so its connections and DNS lookups fail at once
     # instead of hanging until a timeout.
     iifname "${n.tapName}" meta l4proto tcp reject with tcp reset
@@ -258,7 +623,19 @@ table inet hearth {
 
   /** Removes the namespace (and with it the veth pair, tap and rules). Idempotent. */
   async destroy(n: Pick<VmNetwork, 'slot' | 'netnsName' | 'hostVeth'>): Promise<void> {
-    await run('ip', ['link', 'del', n.hostVeth], { allowFailure: true });
+    await run(
+      'sh',
+      [
+        '-c',
+        'ip link del "$1"; nft "$2"',
+        'sh',
+        n.hostVeth,
+        `delete element inet ${this.root.table} vm_ifaces { "${n.hostVeth}" }`,
+      ],
+      {
+        allowFailure: true,
+      },
+    );
     const r = await run('ip', ['netns', 'del', n.netnsName], { allowFailure: true });
     if (r.exitCode !== 0 && existsSync(`/run/netns/${n.netnsName}`)) {
       throw new NetworkSetupError('ip netns del', { cause: new Error(r.stderr.trim()) });
@@ -268,14 +645,20 @@ table inet hearth {
 
   /** Removes every network this data directory recorded but `inUse` does not contain (after a crash). */
   async reapOrphans(inUse: ReadonlySet<number> = new Set()): Promise<number> {
+    await this.ensureRoot();
+    const keep = new Set([...inUse, ...this.inUse, ...this.spares.map((s) => s.slot)]);
     let reaped = 0;
     for (const f of await readdir(this.opts.stateDir).catch(() => [] as string[])) {
       const slot = Number(f);
-      if (!Number.isInteger(slot) || inUse.has(slot)) continue;
+      if (!Number.isInteger(slot) || keep.has(slot)) continue;
       await this.destroy(this.describe(slot));
       reaped++;
     }
-    if (reaped) log.info('removed orphaned VM networks', { count: reaped });
+    // Links the host table still lists for slots nobody holds (a crash between steps).
+    const stale = (await this.root.listIfaces()).filter((i) => !keep.has(Number(i.slice(3))));
+    await this.root.removeIfaces(stale);
+    if (reaped || stale.length)
+      log.info('removed orphaned VM networks', { count: reaped, hostEntries: stale.length });
     return reaped;
   }
 }

@@ -4,6 +4,7 @@ import type { HostArtifacts } from '../setup/host-artifacts.js';
 import type { Logger } from '../util/log.js';
 import type { CgroupManager } from '../jail/cgroups.js';
 import type { VerifiedFiles } from './snapshot-manifest.js';
+import type { TemplateRam } from './template-ram.js';
 
 /** What every lifecycle operation of the engine needs to know about the host. */
 export interface EngineContext {
@@ -20,4 +21,11 @@ export interface EngineContext {
   cpuBurstFactor: number;
   /** Deadline for QEMU to create its QMP socket and greet, ms. */
   qmpConnectTimeoutMs: number;
+  /**
+   * Run each QEMU inside hearth-jailer (its own uid, namespaces, a root of only its files), or
+   * undefined to run it plainly (not root, or turned off).
+   */
+  jail: { jailer: string; rootDir: string } | undefined;
+  /** The sealed guest-RAM copies clones of each template map. */
+  templateRam: TemplateRam;
 }

@@ -1,4 +1,4 @@
-import { chmod } from 'node:fs/promises';
+import { chmod, chown } from 'node:fs/promises';
 import { dirname, relative } from 'node:path';
 import { run } from '../util/exec.js';
 
@@ -21,8 +21,12 @@ export async function createOverlay(
   );
 }
 
-/** Makes a disk layer read-only on the host: once frozen, a layer never changes again. */
+/**
+ * Makes a file of a snapshot (disk layer, RAM, device state) read-only on the host, and root's when
+ * Hearth runs as root (a jailed QEMU owned it while it ran): once frozen, it never changes again.
+ */
 export async function freezeLayer(path: string): Promise<void> {
+  if (process.getuid?.() === 0) await chown(path, 0, 0);
   await chmod(path, 0o444);
 }
 

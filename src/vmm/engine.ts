@@ -4,6 +4,8 @@ import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/p
 import { join, relative, resolve } from 'node:path';
 import { HearthError } from '../errors.js';
 import { CgroupManager } from '../jail/cgroups.js';
+import { ensureJailerBinary, vmUid } from '../jail/jailer.js';
+import { ensureSealBinary } from '../jail/sealed-file.js';
 import { sha256 } from '../util/hash.js';
 import type { DataDir } from '../config/data-dir.js';
 import { assertSafeId } from '../config/data-dir.js';
@@ -19,7 +21,7 @@ import { waitForTcp } from '../util/net-wait.js';
 import type { EngineContext } from './context.js';
 import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
-import { launchQemu, nextInstance, watchCgroup, type RunState } from './launch.js';
+import { launchQemu, nextInstance, saveDeviceState, watchCgroup, type RunState } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
 import { cpuModel, defaultCmdline, tcgTscArgs, type MachineConfig } from './qemu-args.js';
 import {
@@ -33,6 +35,7 @@ import {
 } from './snapshot-manifest.js';
 import { parseGeneration, VmLayout } from './vm-layout.js';
 import { QemuProcess } from './qemu-process.js';
+import { TemplateRam } from './template-ram.js';
 import { QmpClient } from './qmp-client.js';
 import { applyRestoreHygiene } from './restore-hygiene.js';
 import { HOSTNAME_PATTERN } from './guest-control.js';
@@ -70,6 +73,13 @@ async function openCgroups(dataDir: DataDir, log: Logger): Promise<CgroupManager
   return probe.manager;
 }
 
+/** The jailer binary and the empty directory every jail mounts its root on (in its own namespace). */
+async function openJail(dataDir: DataDir, binDir: string): Promise<EngineContext['jail']> {
+  const rootDir = join(dataDir.root, 'run', 'jail-root');
+  await mkdir(rootDir, { recursive: true, mode: 0o755 });
+  return { jailer: await ensureJailerBinary(binDir), rootDir };
+}
+
 export interface EngineOptions {
   dataDir: DataDir;
   /** Default: read from the data directory (written by `hearth setup`). */
@@ -89,6 +99,11 @@ export interface EngineOptions {
    * launch.ts). Default true; needs a writable /sys/fs/cgroup (root).
    */
   cgroups?: boolean;
+  /**
+   * Run each QEMU inside hearth-jailer: its own uid, new mount/pid/ipc/uts namespaces, a root
+   * holding only its own files (see launch.ts). Default true when running as root (it needs root).
+   */
+  jail?: boolean;
 }
 
 export interface BootOptions {
@@ -163,6 +178,10 @@ export class Engine {
     await mkdir(dataDir.root, { recursive: true });
     const lockFile = join(dataDir.root, 'engine.lock');
     await acquireLock(lockFile, dataDir.root);
+    const binDir = join(dataDir.cacheDir, 'jail');
+    const jail =
+      (opts.jail ?? true) && process.getuid?.() === 0 ? await openJail(dataDir, binDir) : undefined;
+    if (!jail) log.warn('QEMU runs unjailed (as this user, seeing its files): the jail needs root');
     const ctx: EngineContext = {
       dataDir,
       artifacts,
@@ -170,12 +189,16 @@ export class Engine {
       network: new NetworkManager({
         stateDir: join(dataDir.root, 'run', 'net'),
         ...(opts.vmSubnet ? { subnet: opts.vmSubnet } : {}),
+        // A jailed QEMU opens its tap without privileges: the tap belongs to its uid.
+        ...(jail ? { tapOwnerUid: (slot: number) => vmUid(slot) } : {}),
       }),
       verified: new VerifiedFiles(),
       tcgCacheMiB: opts.tcgCacheMiB ?? 128,
       cgroups: opts.cgroups === false ? undefined : await openCgroups(dataDir, log),
       cpuBurstFactor: 4,
       qmpConnectTimeoutMs: 10_000,
+      jail,
+      templateRam: new TemplateRam(await ensureSealBinary(binDir)),
     };
     const engine = new Engine(ctx, lockFile);
     await engine.cleanupAfterCrash(opts.adoptRunning ?? false);
@@ -367,9 +390,10 @@ export class Engine {
       ]);
       await writeFile(L.initrd, initrd, { mode: 0o644 });
       await launchQemu(this.ctx, vm, {
-        memoryFile: L.memoryFile,
-        memoryShared: true,
+        memory: { file: L.memoryFile },
         rootDisk: L.layer(1),
+        backingFiles: [baseDisk.path],
+        ...(baseDisk.format === 'raw' ? { diskBytes: (await stat(baseDisk.path)).size } : {}),
         incoming: false,
         network: vm.network,
       });
@@ -428,7 +452,7 @@ export class Engine {
       try {
         const qmp = vm.qmp!;
         await qmp.execute('stop');
-        await qmp.execute('xen-save-devices-state', { filename: join(tmp, 'devices.state'), live: false });
+        await saveDeviceState(vm, join(tmp, 'devices.state'));
         await this.quitQemu(vm);
         const L = vm.layout;
         await rename(L.memoryFile, join(tmp, 'memory.raw'));
@@ -526,6 +550,7 @@ export class Engine {
   async deleteTemplate(templateId: string): Promise<void> {
     assertSafeId(templateId, 'template id');
     this.templates.delete(templateId);
+    this.ctx.templateRam.drop(templateId);
     await rm(join(this.ctx.dataDir.templatesDir, templateId), { recursive: true, force: true });
   }
 
@@ -742,6 +767,7 @@ export class Engine {
       else await this.teardown(vm, 'stopped', 'engine closed');
     }
     await this.ctx.network.drain();
+    this.ctx.templateRam.closeAll();
     await rm(this.lockFile, { force: true });
   }
 }

@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { CgroupLimits, VmCgroup } from '../jail/cgroups.js';
+import { vmUid, type JailSpec } from '../jail/jailer.js';
+import type { SealedFile } from '../jail/sealed-file.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import type { EngineContext } from './context.js';
 import type { MicroVm } from './microvm.js';
@@ -22,10 +25,12 @@ export interface RunState {
   startTime: number;
   network: VmNetwork;
   activeLayer: number;
-  memoryFile: string;
   /** The QEMU process's control group (absent when cgroups are off). */
   cgroup?: string;
 }
+
+/** Tasks (threads) one QEMU may have: its control group's pids.max and its uid's RLIMIT_NPROC. */
+export const QEMU_TASKS_MAX = 256;
 
 /**
  * What a VM's QEMU may use: its guest RAM plus the TCG code cache plus 256 MiB for QEMU itself;
@@ -36,7 +41,7 @@ export function limitsFor(m: MachineConfig, tcgCacheMiB: number, burstFactor: nu
   const baselineCores = m.memoryMiB / 2048;
   return {
     memoryMaxBytes: (m.memoryMiB + (m.accel === 'tcg' ? tcgCacheMiB : 0) + 256) * 2 ** 20,
-    pidsMax: 256,
+    pidsMax: QEMU_TASKS_MAX,
     cpuQuotaPercent: Math.round(Math.max(baselineCores * burstFactor, m.vcpus) * 100),
   };
 }
@@ -60,24 +65,85 @@ function cgroupName(vmId: string): string {
 }
 
 export interface LaunchOptions {
-  memoryFile: string;
-  memoryShared: boolean;
+  /**
+   * Guest RAM: a file QEMU fills (share=on: a cold boot, which may become a template), or a
+   * template's sealed copy, mapped copy-on-write (share=off).
+   */
+  memory: { file: string } | { sealed: SealedFile };
+  /** The VM's writable disk layer (in its directory). */
   rootDisk: string;
+  /** The read-only files below it in its disk chain that live outside the VM's directory. */
+  backingFiles: string[];
+  /** Virtual size of the root disk, bytes, when known: bounds the files QEMU may write. */
+  diskBytes?: number;
   incoming: boolean;
   network: VmNetwork;
 }
 
+/** Sealed RAM is QEMU's fd 3 (see QemuSpawnOptions.extraFds); QEMU reopens it by this path. */
+const SEALED_RAM_PATH = '/proc/self/fd/3';
+
+/** The uid and gid a jailed QEMU runs as: one per network slot, so one per running VM. */
+export function qemuUid(network: VmNetwork): number {
+  return vmUid(network.slot);
+}
+
 /**
- * Starts QEMU for `vm` inside its network namespace and connects QMP. On failure the process is
- * killed before the error propagates (no orphan).
+ * The jail of one QEMU: its uid, the VM's network namespace, and a root holding /usr (QEMU, its
+ * libraries and firmware), the kernel, initrd and backing disks read-only, and the VM's own
+ * directory; only the files QEMU must write there (run directory, disk layer, console, RAM file)
+ * belong to its uid, everything else in it stays root's and read-only to QEMU.
+ */
+function jailFor(
+  ctx: EngineContext,
+  vm: MicroVm,
+  o: LaunchOptions,
+  cg: VmCgroup | undefined,
+  uid: number,
+): JailSpec {
+  const m = vm.record.machine;
+  const inVmDir = (f: string) => f.startsWith(vm.layout.dir + '/');
+  const memoryBytes = m.memoryMiB * 2 ** 20;
+  return {
+    uid,
+    gid: uid,
+    netnsPath: o.network.netnsPath,
+    rootDir: ctx.jail!.rootDir,
+    readOnly: [
+      ...new Set(['/usr', m.kernelPath, m.initrdPath, ...o.backingFiles].filter((f) => !inVmDir(f))),
+    ],
+    readWrite: [vm.layout.dir],
+    devices: ['/dev/net/tun', '/dev/null', '/dev/urandom', ...(m.accel === 'kvm' ? ['/dev/kvm'] : [])],
+    cgroupProcsFiles: cg?.procsFiles ?? [],
+    keepFds: 'sealed' in o.memory ? [3] : [],
+    limits: {
+      nofile: 1024,
+      nproc: QEMU_TASKS_MAX,
+      ...(o.diskBytes ? { fsizeBytes: Math.max(o.diskBytes, memoryBytes) + 2 ** 30 } : {}),
+    },
+    hostname: 'hearth-qemu',
+  };
+}
+
+/** Creates `file` if absent and gives it to `uid`. */
+async function giveFile(file: string, uid: number): Promise<void> {
+  await (await open(file, 'a', 0o600)).close();
+  await chown(file, uid, uid);
+}
+
+/**
+ * Starts QEMU for `vm` inside its network namespace (jailed when the engine jails) and connects
+ * QMP. On failure the process is killed before the error propagates (no orphan).
  */
 export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptions): Promise<void> {
   const L = vm.layout;
   await rm(L.runDir, { recursive: true, force: true });
   await mkdir(L.runDir, { recursive: true, mode: 0o700 });
+  const sealed = 'sealed' in o.memory ? o.memory.sealed : undefined;
+  const ramFile = 'file' in o.memory ? o.memory.file : undefined;
   const args = qemuArgs(vm.id, vm.record.machine, {
-    memoryFile: o.memoryFile,
-    memoryShared: o.memoryShared,
+    memoryFile: ramFile ?? SEALED_RAM_PATH,
+    memoryShared: ramFile !== undefined,
     rootDisk: o.rootDisk,
     qmpSocket: L.qmpSocket,
     agentSocket: L.agentSocket,
@@ -93,24 +159,39 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
         limitsFor(vm.record.machine, ctx.tcgCacheMiB, ctx.cpuBurstFactor),
       )
     : undefined;
-  const proc = QemuProcess.spawn({
-    vmId: vm.id,
-    args,
-    netnsPath: o.network.netnsPath,
-    stderrFile: L.qemuLog,
-  });
+  const uid = ctx.jail ? qemuUid(o.network) : undefined;
+  let proc: QemuProcess;
+  try {
+    if (uid !== undefined) {
+      await chown(L.runDir, uid, uid);
+      for (const f of [L.consoleLog, o.rootDisk, ...(ramFile ? [ramFile] : [])]) await giveFile(f, uid);
+    }
+    proc = await QemuProcess.spawn({
+      vmId: vm.id,
+      args,
+      netnsPath: o.network.netnsPath,
+      stderrFile: L.qemuLog,
+      ...(uid !== undefined
+        ? { jail: { jailer: ctx.jail!.jailer, spec: jailFor(ctx, vm, o, cg, uid) } }
+        : {}),
+      ...(sealed ? { extraFds: [sealed.fd] } : {}),
+    });
+  } catch (e) {
+    await cg?.remove();
+    throw e;
+  }
   vm.process = proc;
   vm.instance = nextInstance();
   if (cg) watchCgroup(vm, proc, cg);
   try {
-    // QEMU joins right after exec, before it has created its vCPU or touched guest RAM.
-    if (cg) await cg.join(proc.pid);
+    // Unjailed, QEMU joins right after exec, before it has created its vCPU or touched guest RAM
+    // (hearth-jailer joins before it forks).
+    if (cg && uid === undefined) await cg.join(proc.pid);
     const state: RunState = {
       pid: proc.pid,
       startTime: proc.startTime ?? -1,
       network: o.network,
       activeLayer: vm.activeLayer,
-      memoryFile: o.memoryFile,
       ...(cg ? { cgroup: cg.name } : {}),
     };
     await writeFile(L.runStateFile, JSON.stringify(state));
@@ -134,6 +215,16 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     vm.qmp = undefined;
     throw proc.exitError() ?? e;
   }
+}
+
+/**
+ * Saves a stopped VM's device state to `file` (QEMU writes it into the VM's run directory, the only
+ * place a jailed QEMU may create files; it is then moved). Precondition: vCPUs stopped (QMP stop).
+ */
+export async function saveDeviceState(vm: MicroVm, file: string): Promise<void> {
+  const inRunDir = join(vm.layout.runDir, 'devices.state');
+  await vm.qmp!.execute('xen-save-devices-state', { filename: inRunDir, live: false });
+  await rename(inRunDir, file);
 }
 
 /**

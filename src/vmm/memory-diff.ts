@@ -36,16 +36,22 @@ interface Run {
   zero: boolean;
 }
 
-/** The address ranges where `pid` maps `memoryFile` (QEMU's guest RAM). */
-export async function findRamMappings(pid: number, memoryFile: string): Promise<Vma[]> {
+/**
+ * The address ranges where `pid` maps QEMU's guest RAM: the file (or sealed memfd) that
+ * /proc/<pid>/maps names `ramName`, or the first of several candidate names that it maps.
+ */
+export async function findRamMappings(pid: number, ramName: string | readonly string[]): Promise<Vma[]> {
+  const names = typeof ramName === 'string' ? [ramName] : ramName;
   const maps = await readFile(`/proc/${pid}/maps`, 'utf8');
-  const out: Vma[] = [];
+  const byName = new Map<string, Vma[]>();
   for (const line of maps.split('\n')) {
     const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) \S+ \d+\s+(.*)$/.exec(line);
-    if (!m || m[4] !== memoryFile) continue;
-    out.push({ start: parseInt(m[1]!, 16), end: parseInt(m[2]!, 16), fileOffset: parseInt(m[3]!, 16) });
+    if (!m || !names.includes(m[4]!)) continue;
+    const vma = { start: parseInt(m[1]!, 16), end: parseInt(m[2]!, 16), fileOffset: parseInt(m[3]!, 16) };
+    byName.set(m[4]!, [...(byName.get(m[4]!) ?? []), vma]);
   }
-  if (out.length === 0) throw new Error(`process ${pid} does not map ${memoryFile}`);
+  const out = names.map((n) => byName.get(n)).find((v) => v !== undefined) ?? [];
+  if (out.length === 0) throw new Error(`process ${pid} does not map ${names.join(' or ')}`);
   return out.sort((a, b) => a.fileOffset - b.fileOffset);
 }
 
@@ -63,12 +69,13 @@ export interface MemoryDiffStats {
 }
 
 /**
- * Writes the pages of `pid`'s private RAM mapping that no longer come from `memoryFile` into
+ * Writes the pages of `pid`'s private RAM mapping that no longer come from `memoryFile` (its name
+ * or candidate names, see findRamMappings) into
  * `outPath` (then fsyncs it). Precondition: the VM is stopped (QMP `stop`), so RAM does not change.
  */
 export async function saveMemoryDiff(
   pid: number,
-  memoryFile: string,
+  memoryFile: string | readonly string[],
   ramBytes: number,
   outPath: string,
 ): Promise<MemoryDiffStats> {
@@ -186,7 +193,7 @@ async function readExact(fh: FileHandle, len: number, pos: number): Promise<Buff
  */
 export async function loadMemoryDiff(
   pid: number,
-  memoryFile: string,
+  memoryFile: string | readonly string[],
   ramBytes: number,
   diffPath: string,
 ): Promise<number> {

@@ -33,6 +33,21 @@ export interface VmRecord {
   egress?: EgressPolicy;
 }
 
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ: 100 on every Linux Hearth runs on). */
+const USER_HZ = 100;
+
+/** A QEMU process's use of the host, from /proc (see MicroVm.processUsage). */
+export interface ProcessUsage {
+  /** MicroVm.instance of the process measured: a new process starts counting from zero. */
+  processInstance: number;
+  /** CPU time (user + system, all threads) since the process started, seconds (10 ms steps). */
+  cpuSeconds: number;
+  /** How long the process has existed, seconds. */
+  ageSeconds: number;
+  /** Resident memory now, bytes (guest RAM it touched, shared template pages included). */
+  rssBytes: number;
+}
+
 /** A microVM on this host: the handle the engine hands out for a running (or suspended) VM. */
 export class MicroVm {
   state: VmState;
@@ -92,6 +107,29 @@ export class MicroVm {
       });
     }
     return this.controlClient;
+  }
+
+  /**
+   * What its QEMU process has used so far (all threads; it starts no children): CPU time and
+   * resident memory. Undefined when no QEMU runs for it.
+   */
+  async processUsage(): Promise<ProcessUsage | undefined> {
+    const p = this.process;
+    if (!p || p.hasExited) return undefined;
+    try {
+      const stat = await readFile(`/proc/${p.pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const status = await readFile(`/proc/${p.pid}/status`, 'utf8');
+      const uptimeS = Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]);
+      return {
+        processInstance: this.instance,
+        cpuSeconds: (Number(f[11]) + Number(f[12])) / USER_HZ,
+        ageSeconds: Math.max(0, uptimeS - Number(f[19]) / USER_HZ),
+        rssBytes: Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? 0) * 1024,
+      };
+    } catch {
+      return undefined; // it exited meanwhile
+    }
   }
 
   /** The last `lines` lines the guest printed on its console. */

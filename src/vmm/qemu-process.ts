@@ -1,8 +1,12 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { JailStartError, jailedCommand, readJailerPid, type JailSpec } from '../jail/jailer.js';
 import { QemuExitedError } from './errors.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
+/** Where Debian installs it: hearth-jailer execs an absolute path. */
+export const QEMU_PATH = '/usr/bin/qemu-system-x86_64';
+const JAILER_PID_TIMEOUT_MS = 10_000;
 const STDERR_TAIL_BYTES = 4_000;
 const ADOPTED_POLL_MS = 250;
 
@@ -22,10 +26,24 @@ export function processStartTime(pid: number): number | undefined {
   }
 }
 
+/** How to start one QEMU process. */
+export interface QemuSpawnOptions {
+  vmId: string;
+  args: string[];
+  stderrFile: string;
+  /** A network namespace to run in (nsenter), when not jailed. */
+  netnsPath?: string;
+  /** Run inside hearth-jailer with this jail (its netnsPath replaces the one above). */
+  jail?: { jailer: string; spec: JailSpec };
+  /** Descriptors the process gets from fd 3 on (e.g. a sealed memfd of guest RAM). */
+  extraFds?: number[];
+}
+
 /**
  * One QEMU process: started by this engine, or adopted after a server restart (QEMU runs in its own
- * session and writes its stderr to a file, so it outlives the server that started it). Optionally
- * started inside a network namespace (nsenter), so it can open the VM's tap device there.
+ * session and writes its stderr to a file, so it outlives the server that started it). Started
+ * inside hearth-jailer (own uid, namespaces, pivot_root; `pid` is then QEMU's, not the jailer's),
+ * or plainly, optionally inside a network namespace (nsenter) so it can open the VM's tap there.
  */
 export class QemuProcess {
   private exitInfo: QemuExit | undefined;
@@ -43,21 +61,38 @@ export class QemuProcess {
     this.startTime = pid > 0 ? processStartTime(pid) : undefined;
   }
 
-  /** Starts QEMU with stderr appended to `stderrFile`. */
-  static spawn(opts: { vmId: string; args: string[]; netnsPath?: string; stderrFile: string }): QemuProcess {
-    const [cmd, args] = opts.netnsPath
-      ? ['nsenter', [`--net=${opts.netnsPath}`, '--', QEMU_BINARY, ...opts.args]]
-      : [QEMU_BINARY, opts.args];
-    const errFd = openSync(opts.stderrFile, 'a', 0o600);
+  /**
+   * Starts QEMU with stderr appended to `stderrFile`. Jailed, resolves once hearth-jailer reported
+   * QEMU's pid; rejects with JailStartError (the jailer's stderr is in `stderrFile`) if it did not.
+   */
+  static async spawn(o: QemuSpawnOptions): Promise<QemuProcess> {
+    let { cmd, args } = { cmd: QEMU_BINARY, args: o.args };
+    if (o.jail) ({ cmd, args } = jailedCommand(o.jail.jailer, o.jail.spec, QEMU_PATH, o.args));
+    else if (o.netnsPath) [cmd, args] = ['nsenter', [`--net=${o.netnsPath}`, '--', QEMU_BINARY, ...o.args]];
+    const errFd = openSync(o.stderrFile, 'a', 0o600);
+    let child;
     try {
-      const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', errFd], detached: true });
-      const exited = new Promise<QemuExit>((resolve) => {
-        child.on('exit', (code, signal) => resolve({ code, signal }));
-        child.on('error', () => resolve({ code: null, signal: null }));
+      child = spawn(cmd, args, {
+        stdio: ['ignore', o.jail ? 'pipe' : 'ignore', errFd, ...(o.extraFds ?? [])],
+        detached: true,
       });
-      return new QemuProcess(opts.vmId, child.pid ?? -1, opts.stderrFile, exited);
     } finally {
       closeSync(errFd);
+    }
+    const exited = new Promise<QemuExit>((resolve) => {
+      child.on('exit', (code, signal) => resolve({ code, signal }));
+      child.on('error', () => resolve({ code: null, signal: null }));
+    });
+    if (!o.jail) return new QemuProcess(o.vmId, child.pid ?? -1, o.stderrFile, exited);
+    try {
+      const pid = await readJailerPid(child.stdout!, JAILER_PID_TIMEOUT_MS);
+      child.stdout!.resume(); // the jailer points its stdout at /dev/null after the pid line
+      return new QemuProcess(o.vmId, pid, o.stderrFile, exited);
+    } catch (e) {
+      child.kill('SIGKILL');
+      await exited;
+      const tail = new QemuProcess(o.vmId, -1, o.stderrFile, exited).stderrTail();
+      throw tail ? new JailStartError(`${(e as Error).message}: ${tail}`, { cause: e }) : e;
     }
   }
 

@@ -1,5 +1,5 @@
-import { mkdir, readdir, realpath, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { writeFileAtomic } from '../util/fs-atomic.js';
 import { faultPoint } from '../util/faults.js';
 import type { EngineContext } from './context.js';
@@ -28,24 +28,34 @@ async function prepare(ctx: EngineContext, vm: MicroVm, createLayer: () => Promi
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
-/** Starts QEMU for a restore and connects the guest channels while the device state loads. */
+/** The template's disk and the base disk under it: the read-only bottom of every clone's disk chain. */
+export function templateDiskChain(ctx: EngineContext, template: Template): string[] {
+  return [
+    join(template.dir, template.manifest.diskLayers[0]!.path),
+    resolve(ctx.dataDir.root, template.manifest.baseDisk.path),
+  ];
+}
+
+/**
+ * Starts QEMU for a restore, on the template's sealed RAM, and connects the guest channels while
+ * the device state loads.
+ */
 async function startRestore(
   ctx: EngineContext,
   vm: MicroVm,
   template: Template,
   rootDisk: string,
-): Promise<string> {
-  const memoryFile = await realpath(join(template.dir, template.manifest.memory.path));
+): Promise<void> {
   await launchQemu(ctx, vm, {
-    memoryFile,
-    memoryShared: false,
+    memory: { sealed: await ctx.templateRam.get(template) },
     rootDisk,
+    backingFiles: templateDiskChain(ctx, template),
+    diskBytes: template.manifest.baseDisk.sizeBytes,
     incoming: true,
     network: vm.network!,
   });
   // Connecting now means the guest sees its control port open the moment it runs.
   void vm.control().catch(() => undefined);
-  return memoryFile;
 }
 
 async function finishRestore(
@@ -141,12 +151,12 @@ export async function resumeVm(ctx: EngineContext, vm: MicroVm, template: Templa
   try {
     await prepare(ctx, vm, () => createOverlay(L.layer(next), below, 'qcow2'));
     steps.mark('prepare');
-    const memoryFile = await startRestore(ctx, vm, template, L.layer(next));
+    await startRestore(ctx, vm, template, L.layer(next));
     steps.mark('qemu');
     try {
       await loadMemoryDiff(
         vm.process!.pid,
-        memoryFile,
+        await ctx.templateRam.mappingNames(template),
         vm.record.machine.memoryMiB * 1024 * 1024,
         join(L.dir, m.memory.path),
       );

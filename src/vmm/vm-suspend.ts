@@ -1,8 +1,9 @@
-import { chmod, mkdir, readdir, realpath, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir, fsyncFile } from '../util/fs-atomic.js';
 import { faultPoint } from '../util/faults.js';
 import type { EngineContext } from './context.js';
+import { saveDeviceState } from './launch.js';
 import { freezeLayer } from './disk.js';
 import { SuspendFailedError } from './errors.js';
 import type { Template } from './engine.js';
@@ -71,12 +72,11 @@ export async function suspendVm(
     await mkdir(tmp, { recursive: true });
     const qmp = vm.qmp!;
     await qmp.execute('stop');
-    await qmp.execute('xen-save-devices-state', { filename: join(tmp, 'devices.state'), live: false });
+    await saveDeviceState(vm, join(tmp, 'devices.state'));
     await faultPoint('suspend.after-device-state');
-    const memoryFile = await realpath(join(template.dir, template.manifest.memory.path));
     memStats = await saveMemoryDiff(
       vm.process!.pid,
-      memoryFile,
+      await ctx.templateRam.mappingNames(template),
       vm.record.machine.memoryMiB * 1024 * 1024,
       join(tmp, 'memory.diff'),
     );
@@ -110,7 +110,7 @@ export async function suspendVm(
     const rec = (name: string): Promise<FileRecord> => recordFile(join(tmp, name), `${genRel}/${name}`);
     for (const f of ['devices.state', 'memory.diff']) {
       await fsyncFile(join(tmp, f));
-      await chmod(join(tmp, f), 0o444);
+      await freezeLayer(join(tmp, f));
     }
     const manifest: SnapshotManifest = {
       format: MANIFEST_FORMAT,

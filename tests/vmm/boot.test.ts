@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
+import { vmUid } from '../../src/jail/jailer.js';
 import {
   getJson,
   leftovers,
@@ -72,10 +73,15 @@ describe('cold boot', () => {
     expect(fail.stderr.toString()).toBe('oops\n');
   });
 
-  it("runs QEMU under its seccomp sandbox (Seccomp: 2), which survives QEMU's own setup", async () => {
+  it("runs QEMU jailed, as its VM's uid, under its seccomp sandbox (Seccomp: 2), which survives QEMU's own setup", async () => {
     const status = await readFile(`/proc/${vm.process!.pid}/status`, 'utf8');
     expect(status).toMatch(/^Seccomp:\s+2$/m);
     expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
+    const uid = vmUid(vm.network!.slot);
+    expect(status).toMatch(new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'));
+    expect(status).toMatch(new RegExp(`^NSpid:\\t${vm.process!.pid}\\t1$`, 'm'));
+    // The RAM file it fills (a cold boot's, which may become a template) is its own while it runs.
+    expect((await stat(vm.layout.memoryFile)).uid).toBe(uid);
   });
 
   it('runs QEMU in its own control group, limited to its memory, 256 tasks and 4x its baseline CPU', async () => {

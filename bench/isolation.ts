@@ -1,0 +1,208 @@
+/**
+ * Isolation benchmark: what the jail and per-VM network rules cost at launch, and what is left
+ * behind after many launches and a kill -9 of the process that made them.
+ *
+ *   npm run bench -- isolation [--rounds 4] [--per-round 10] [--launches 100] [--killed 5]
+ *
+ * 1. Launch latency, clone -> first HTTP reply, measured side by side in alternating rounds:
+ *    "plain" = QEMU unjailed, no control group, a deny-all network from the pool;
+ *    "jailed" = QEMU in hearth-jailer (own uid, namespaces, pivot_root) and its control group, with
+ *    an egress policy (INTERNET_EGRESS plus an allow-list rule) applied to its network.
+ * 2. Leftovers: `--launches` launch/destroy cycles, then `--killed` VMs left running by a child
+ *    process that is killed with SIGKILL; a new engine opens (cleanup after the crash) and closes.
+ *    Then every network device, namespace, nftables table or set, QEMU/jailer process and control
+ *    group that did not exist before the benchmark counts as leaked.
+ * Ends with one JSON line.
+ */
+import { spawn } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DataDir } from '../src/config/data-dir.js';
+import type { EgressPolicy } from '../src/net/policy.js';
+import { setupHost } from '../src/setup/setup.js';
+import { run } from '../src/util/exec.js';
+import { httpGet } from '../src/util/http-get.js';
+import { Engine, type Template } from '../src/vmm/engine.js';
+import { percentile, summary } from './stats.js';
+
+const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
+const TEMPLATE = 'bench-isolation';
+/** What a jailed launch's network allows (exercises the rule path, reaches nothing here). */
+const POLICY: EgressPolicy = {
+  internet: true,
+  allow: [{ cidr: '10.99.0.0/24', protocol: 'tcp', ports: [{ from: 5432, to: 5432 }] }],
+};
+
+interface Mode {
+  name: 'plain' | 'jailed';
+  engine: { jail: boolean; cgroups: boolean };
+  egress?: EgressPolicy;
+}
+const MODES: Mode[] = [
+  { name: 'plain', engine: { jail: false, cgroups: false } },
+  { name: 'jailed', engine: { jail: true, cgroups: true }, egress: POLICY },
+];
+
+async function firstReply(address: string): Promise<void> {
+  const res = await httpGet(`http://${address}:8080/`);
+  if (res.status !== 200) throw new Error(`reply ${res.status}`);
+}
+
+/** The template every launch clones: made once by a cold boot, then kept. */
+async function ensureTemplate(dataDir: DataDir): Promise<void> {
+  const engine = await Engine.open({ dataDir });
+  try {
+    await engine.template(TEMPLATE).catch(async () => {
+      await engine.deleteTemplate(TEMPLATE);
+      await engine.destroy(`${TEMPLATE}-boot`);
+      const vm = await engine.boot({
+        vmId: `${TEMPLATE}-boot`,
+        workload: { argv: ['python3', '-c', APP] },
+        waitForPort: 8080,
+      });
+      await engine.createTemplate(vm, TEMPLATE);
+    });
+  } finally {
+    await engine.close();
+  }
+}
+
+/** Launch latencies (clone -> first reply) of `n` launches in one mode; each VM is destroyed after. */
+async function launchRound(dataDir: DataDir, mode: Mode, n: number, round: number): Promise<number[]> {
+  const engine = await Engine.open({ dataDir, ...mode.engine });
+  const ms: number[] = [];
+  try {
+    const template: Template = await engine.template(TEMPLATE);
+    // One unmeasured launch: the sealed RAM copy and the network pool are made once per engine.
+    await engine.destroy((await engine.clone(template, { vmId: `bench-iso-warm-${round}` })).id);
+    for (let i = 0; i < n; i++) {
+      const id = `bench-iso-${mode.name}-${round}-${i}`;
+      const t = performance.now();
+      const vm = await engine.clone(template, { vmId: id, ...(mode.egress ? { egress: mode.egress } : {}) });
+      await firstReply(vm.hostAddress!);
+      ms.push(performance.now() - t);
+      await engine.destroy(id);
+    }
+  } finally {
+    await engine.close();
+  }
+  return ms;
+}
+
+/** Everything VM-related on the host that could leak, as sets of names. */
+async function hostState(): Promise<Record<string, Set<string>>> {
+  const links = (await run('ip', ['-o', 'link', 'show'])).stdout
+    .split('\n')
+    .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1])
+    .filter((n): n is string => !!n);
+  const netns = await readdir('/run/netns').catch(() => [] as string[]);
+  const nft = (await run('nft', ['list', 'ruleset'], { allowFailure: true })).stdout
+    .split('\n')
+    .map((l) => /^\s*(table|set|chain|map) (.+?) \{/.exec(l)?.slice(1).join(' '))
+    .filter((n): n is string => !!n);
+  const procs: string[] = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const argv0 = (await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).split('\0')[0] ?? '';
+    if (/qemu-system|hearth-jailer|hearth-seal/.test(argv0)) procs.push(`${d} ${argv0}`);
+  }
+  const cgroups: string[] = [];
+  for (const root of ['/sys/fs/cgroup/memory', '/sys/fs/cgroup']) {
+    for (const d of await readdir(root).catch(() => [] as string[])) {
+      if (!d.startsWith('hearth-')) continue;
+      for (const g of await readdir(join(root, d), { withFileTypes: true }).catch(() => []))
+        if (g.isDirectory()) cgroups.push(`${root}/${d}/${g.name}`);
+    }
+  }
+  return {
+    netdevs: new Set(links),
+    netns: new Set(netns),
+    rules: new Set(nft),
+    procs: new Set(procs),
+    cgroups: new Set(cgroups),
+  };
+}
+
+function leaked(before: Set<string>, after: Set<string>): string[] {
+  return [...after].filter((x) => !before.has(x));
+}
+
+/** Starts a child that launches `n` VMs and waits; resolves once they run, with the child. */
+async function startDoomed(dataDir: DataDir, n: number) {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(import.meta.dirname, 'isolation-child.ts'), dataDir.root, TEMPLATE, String(n)],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('running\n')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`the child exited (${code}) before its VMs ran`)));
+  });
+  return child;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      rounds: { type: 'string', default: '4' },
+      'per-round': { type: 'string', default: '10' },
+      launches: { type: 'string', default: '100' },
+      killed: { type: 'string', default: '5' },
+      'data-dir': { type: 'string' },
+    },
+  });
+  const dataDir = values['data-dir'] ? new DataDir(values['data-dir']) : DataDir.fromEnv();
+  const say = (s: string) => process.stdout.write(s + '\n');
+  await setupHost(dataDir);
+  await ensureTemplate(dataDir);
+  const before = await hostState();
+
+  const latency: Record<Mode['name'], number[]> = { plain: [], jailed: [] };
+  for (let r = 0; r < Number(values.rounds); r++) {
+    // Alternate which mode goes first, so drift on a noisy host hits both alike.
+    for (const mode of r % 2 ? [...MODES].reverse() : MODES)
+      latency[mode.name].push(...(await launchRound(dataDir, mode, Number(values['per-round']), r)));
+  }
+  say(summary('launch, plain', latency.plain));
+  say(summary('launch, jailed + rules', latency.jailed));
+
+  // Leftovers: many launches, then a crash with VMs running, then the next engine's cleanup.
+  const engine = await Engine.open({ dataDir });
+  try {
+    const template = await engine.template(TEMPLATE);
+    for (let i = 0; i < Number(values.launches); i++) {
+      const vm = await engine.clone(template, { vmId: `bench-iso-many-${i}`, egress: POLICY });
+      await firstReply(vm.hostAddress!);
+      await engine.destroy(vm.id);
+    }
+  } finally {
+    await engine.close();
+  }
+  say(`${values.launches} launches done; starting ${values.killed} VMs in a child, then kill -9`);
+  const child = await startDoomed(dataDir, Number(values.killed));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  await (await Engine.open({ dataDir })).close();
+  const after = await hostState();
+  const leaks = Object.fromEntries(Object.keys(before).map((k) => [k, leaked(before[k]!, after[k]!)]));
+  for (const [k, v] of Object.entries(leaks)) if (v.length) say(`leaked ${k}: ${v.join(', ')}`);
+
+  const p50 = (v: number[]) => Math.round(percentile(v, 50));
+  say(
+    JSON.stringify({
+      launch_p50_ms_plain: p50(latency.plain),
+      launch_p50_ms_jailed: p50(latency.jailed),
+      jail_and_rules_add_ms: p50(latency.jailed) - p50(latency.plain),
+      leaked_netdevs: leaks.netdevs!.length + leaks.netns!.length,
+      leaked_rules: leaks.rules!.length,
+      leaked_procs: leaks.procs!.length,
+      leaked_cgroups: leaks.cgroups!.length,
+    }),
+  );
+}
