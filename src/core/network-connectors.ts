@@ -19,7 +19,7 @@ import {
   userConnectorArn,
   type ManagedConnectorName,
 } from './connector-arns.js';
-import { checkEgressRules, egressPolicyOf, type EgressRuleInput } from './egress-rules.js';
+import { checkEgressRules, checkPolicy, egressPolicyOf, type EgressRuleInput } from './egress-rules.js';
 import { NetworkConnectorConflictError, NetworkConnectorNotFoundError } from './errors.js';
 import { ValidationError } from './image-spec.js';
 import type { ConnectorEgressRule, NetworkConnectorRecord } from './model.js';
@@ -227,7 +227,8 @@ export class NetworkConnectorService {
    * name, with the ARN to use), known (NetworkConnectorNotFoundError), on the right side (ingress
    * connectors only in the ingress list, egress ones only in the egress list), no duplicates, and
    * NO_INGRESS alone. No ingress connector means HTTP_INGRESS. The egress policy: the internet with
-   * INTERNET_EGRESS, plus the rules of every allow-list; nothing otherwise.
+   * INTERNET_EGRESS, plus the rules of every allow-list; nothing otherwise. ValidationError if the
+   * network side would refuse the policy as a whole (too many rules from several connectors).
    */
   async resolveForRun(
     ingress: readonly string[] = [],
@@ -271,12 +272,13 @@ export class NetworkConnectorService {
       }
     }
     checkUnique(egressArns, 'egressNetworkConnectors');
-    return {
-      ingress: ingressArns,
-      egress: egressArns,
-      egressPolicy: egressPolicyOf(internet, rules),
-      userConnectors,
-    };
+    // Each connector passed on its own; together they must too (the network side caps the rules).
+    const egressPolicy = checkPolicy(
+      egressPolicyOf(internet, rules),
+      this.o.vmSubnet,
+      'egressNetworkConnectors',
+    );
+    return { ingress: ingressArns, egress: egressArns, egressPolicy, userConnectors };
   }
 
   /**

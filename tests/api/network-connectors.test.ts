@@ -154,11 +154,11 @@ describe('network connectors through the API', () => {
     const cases: [unknown, string][] = [
       [
         [{ cidr: '10.0.5.1/24' }],
-        "egressRules.1.member.cidr: '10.0.5.1/24' has host bits set; the network is 10.0.5.0/24",
+        "egressRules.1.member.cidr: egress policy refused: '10.0.5.1/24' has host bits set (did you mean 10.0.5.0/24?)",
       ],
-      [[{ cidr: '127.0.0.1/32' }], 'overlaps 127.0.0.0/8 (loopback'],
-      [[{ cidr: '10.201.0.0/24' }], "overlaps 10.201.0.0/16, this server's VM subnet"],
-      [[{ hostname: 'not_a.host' }], 'egressRules.1.member.hostname'],
+      [[{ cidr: '127.0.0.1/32' }], "'127.0.0.1/32' overlaps loopback"],
+      [[{ cidr: '10.201.0.0/24' }], 'overlaps the VM subnet 10.201.0.0/16'],
+      [[{ hostname: '-not.a.host' }], 'egressRules.1.member.hostname: '],
       [[{}], 'egressRules.1.member: give exactly one of cidr and hostname'],
       [[], 'Member must have length greater than or equal to 1'],
       [[{ cidr: '10.0.5.0/24', ports: [{ port: 70_000 }] }], 'less than or equal to 65535'],
@@ -261,6 +261,23 @@ describe('network connectors through the API', () => {
       expect(e, message).toBeInstanceOf(ValidationException);
       expect(e.message).toContain(message);
     }
+    // Each connector is fine on its own; together they exceed what the network side applies.
+    const big = [];
+    for (const n of ['big1', 'big2'])
+      big.push(
+        await createNetworkConnector(t.connection, {
+          name: name(n),
+          egressRules: Array.from({ length: 40 }, (_, i) => ({
+            cidr: `10.${n === 'big1' ? 1 : 2}.${i}.0/24`,
+          })),
+        }),
+      );
+    const tooMany = await run(
+      [],
+      big.map((c) => c.connectorArn),
+    );
+    expect(tooMany).toBeInstanceOf(ValidationException);
+    expect(tooMany.message).toBe('egressNetworkConnectors: egress policy refused: at most 64 allow rules');
   });
 
   it('records the egress connectors of a microVM, and refuses to delete one while it is in use', async () => {
@@ -293,11 +310,9 @@ describe('network connectors through the API', () => {
       `network connector ${name('inuse')} is used by 1 microVM that is not TERMINATED: ${id}`,
     );
     release();
-    // Until the network side implements non-empty policies the launch fails there (TERMINATED with
-    // the reason); once it does, the microVM runs. Either way it keeps its connectors.
+    // The network side applies the policy: the internet plus the allow-list.
     const vm = await settled(t, id);
-    if (vm.state === 'TERMINATED') expect(vm.stateReason).toMatch(/^launch failed: /);
-    expect(vm).toMatchObject(expected);
+    expect(vm).toMatchObject({ state: 'RUNNING', ...expected });
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
     await deleteNetworkConnector(t.connection, db.connectorArn);
     await expect(
