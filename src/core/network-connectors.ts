@@ -23,6 +23,7 @@ import { checkEgressRules, checkPolicy, egressPolicyOf, type EgressRuleInput } f
 import { NetworkConnectorConflictError, NetworkConnectorNotFoundError } from './errors.js';
 import { ValidationError } from './image-spec.js';
 import type { ConnectorEgressRule, NetworkConnectorRecord } from './model.js';
+import { withTags, withoutTags } from './tags.js';
 
 export type NetworkConnectorType = 'MANAGED_INGRESS' | 'MANAGED_EGRESS' | 'EGRESS_ALLOW_LIST';
 
@@ -65,7 +66,6 @@ export interface NetworkConnectorServiceOptions {
   now?: () => number;
 }
 
-const MAX_TAGS = 50;
 const LISTING = 'network-connector-views';
 const MANAGED_DESCRIPTIONS: Record<ManagedConnectorName, string> = {
   ALL_INGRESS: 'Every protocol may reach the endpoint (HTTP, HTTP/2, gRPC, WebSockets).',
@@ -205,21 +205,13 @@ export class NetworkConnectorService {
   /** Adds or replaces tags (at most 50 in all). */
   async tag(arn: string, tags: Record<string, string>): Promise<void> {
     const rec = await this.userRecord(arn, 'Resource', 'tagged');
-    const merged = { ...rec.tags, ...tags };
-    if (Object.keys(merged).length > MAX_TAGS)
-      throw new ValidationError(
-        'Tags',
-        `a network connector has at most ${MAX_TAGS} tags; this would make ${Object.keys(merged).length}`,
-      );
-    await this.o.store.networkConnectors.setTags(rec.name, merged);
+    await this.o.store.networkConnectors.setTags(rec.name, withTags(rec.tags, tags, 'a network connector'));
   }
 
   /** Removes tags (absent keys are ignored). */
   async untag(arn: string, keys: readonly string[]): Promise<void> {
     const rec = await this.userRecord(arn, 'Resource', 'tagged');
-    const tags = { ...rec.tags };
-    for (const k of keys) delete tags[k];
-    await this.o.store.networkConnectors.setTags(rec.name, tags);
+    await this.o.store.networkConnectors.setTags(rec.name, withoutTags(rec.tags, keys));
   }
 
   /**
