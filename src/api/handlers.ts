@@ -4,7 +4,9 @@ import type { BaseDisk } from '../builder/base-rootfs.js';
 import { ValidationError } from '../core/image-spec.js';
 import type { ImageService } from '../core/images.js';
 import type { AllowedPort, MicrovmService } from '../core/microvms.js';
+import type { NetworkConnectorService } from '../core/network-connectors.js';
 import type { ImageBuildRecord, ImageRecord, ImageVersionRecord, MicrovmRecord } from '../core/model.js';
+import { connectorHandlers } from './connector-handlers.js';
 import { ApiError } from './errors.js';
 import type { InputOf, OutputOf } from './operations.js';
 import type { OperationHandlers } from './server.js';
@@ -12,6 +14,7 @@ import type { OperationHandlers } from './server.js';
 export interface HandlerDeps {
   images: ImageService;
   microvms: MicrovmService;
+  connectors: NetworkConnectorService;
   baseDisk: BaseDisk;
 }
 
@@ -148,11 +151,12 @@ function managedByArn(arn: string) {
   return m;
 }
 
-/** Binds every operation of the API to Hearth's services. */
+/** Binds every operation of the API (the AWS ones and Hearth's own) to Hearth's services. */
 export function createHandlers(d: HandlerDeps): OperationHandlers {
-  const { images, microvms } = d;
+  const { images, microvms, connectors } = d;
   const imageName = (id: string) => images.nameFromIdentifier(id);
   return {
+    ...connectorHandlers(connectors),
     async RunMicrovm(i) {
       const rec = await microvms.run({
         imageIdentifier: i.imageIdentifier,
@@ -322,14 +326,18 @@ export function createHandlers(d: HandlerDeps): OperationHandlers {
         })),
       };
     },
+    // Tags live on images and network connectors, told apart by the ARN.
     async ListTags(i) {
+      if (connectors.isConnectorArn(i.Resource)) return { Tags: await connectors.tags(i.Resource) };
       return { Tags: (await images.getImage(imageName(i.Resource))).tags };
     },
     async TagResource(i) {
-      await images.tagImage(imageName(i.Resource), i.Tags);
+      if (connectors.isConnectorArn(i.Resource)) await connectors.tag(i.Resource, i.Tags);
+      else await images.tagImage(imageName(i.Resource), i.Tags);
     },
     async UntagResource(i) {
-      await images.untagImage(imageName(i.Resource), [...i.TagKeys]);
+      if (connectors.isConnectorArn(i.Resource)) await connectors.untag(i.Resource, i.TagKeys);
+      else await images.untagImage(imageName(i.Resource), [...i.TagKeys]);
     },
   };
 }

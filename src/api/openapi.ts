@@ -106,8 +106,9 @@ export function buildOpenApiDocument(): OpenApiDocument {
       version: OPENAPI_VERSION,
       description:
         'The control-plane API of Hearth, wire-compatible with the AWS Lambda MicroVMs API (restJson1) so the ' +
-        'official AWS SDKs and CLI work against it. Timestamps are epoch seconds (JSON numbers). Members marked ' +
-        'x-hearth-extension are accepted by Hearth only.',
+        'official AWS SDKs and CLI work against it. Timestamps are epoch seconds (JSON numbers). Members and ' +
+        'operations marked x-hearth-extension are Hearth only (the operations live under /hearth/v1/; the AWS ' +
+        'SDK has no command for them: send signed requests).',
     },
     servers: [{ url: '/' }],
     security: [{ sigv4: [] }],
@@ -178,6 +179,7 @@ function operationObject(op: OperationDef, schemas: SchemaRegistry): Record<stri
   const result: Record<string, unknown> = {
     operationId: op.name,
     summary: op.doc,
+    ...(op.hearthExtension ? { 'x-hearth-extension': true } : {}),
     parameters,
     responses,
   };

@@ -5,7 +5,7 @@ import * as sdk from '@aws-sdk/client-lambda-microvms';
 import { describe, expect, it } from 'vitest';
 import { IMAGE_NAME_PATTERN } from '../core/image-spec.js';
 import { EXCEPTIONS, isExceptionName } from './exceptions.js';
-import { OPERATIONS, OPERATION_NAMES, getOperation } from './operations.js';
+import { AWS_OPERATION_NAMES, OPERATIONS, OPERATION_NAMES, getOperation } from './operations.js';
 import type { Members, Shape } from './shapes.js';
 
 /**
@@ -146,11 +146,27 @@ describe('the operation table', () => {
       .map((k) => k.slice(0, -1))
       .sort();
     expect(sdkOps).toHaveLength(24);
-    expect([...OPERATION_NAMES].sort()).toEqual(sdkOps);
-    for (const name of OPERATION_NAMES) expect(`${name}Command` in sdk).toBe(true);
+    expect([...AWS_OPERATION_NAMES].sort()).toEqual(sdkOps);
+    for (const name of AWS_OPERATION_NAMES) expect(`${name}Command` in sdk).toBe(true);
   });
 
-  it.each(OPERATION_NAMES)('%s matches the SDK schema (method, path, status, members, types)', (name) => {
+  it("adds Hearth's own operations under /hearth/v1/, marked as extensions", () => {
+    const own = OPERATION_NAMES.filter((n) => !(AWS_OPERATION_NAMES as string[]).includes(n));
+    expect(own.sort()).toEqual([
+      'CreateNetworkConnector',
+      'DeleteNetworkConnector',
+      'GetNetworkConnector',
+      'ListNetworkConnectors',
+    ]);
+    for (const name of own) {
+      expect(getOperation(name).hearthExtension).toBe(true);
+      expect(getOperation(name).path).toMatch(/^\/hearth\/v1\//);
+      expect(`${name}Command` in sdk).toBe(false);
+    }
+    for (const name of AWS_OPERATION_NAMES) expect(getOperation(name).hearthExtension).toBeUndefined();
+  });
+
+  it.each(AWS_OPERATION_NAMES)('%s matches the SDK schema (method, path, status, members, types)', (name) => {
     const schema = sdkSchemas[`${name}$`] as unknown[];
     const [method, path, status] = (schema[3] as { http: [string, string, number] }).http;
     const op = getOperation(name);
@@ -162,7 +178,7 @@ describe('the operation table', () => {
     else expect(compareMembers(op.output ?? {}, output as unknown[], '', false)).toEqual([]);
   });
 
-  it.each(OPERATION_NAMES)('%s lists the errors the SDK documents for it', (name) => {
+  it.each(AWS_OPERATION_NAMES)('%s lists the errors the SDK documents for it', (name) => {
     const require = createRequire(import.meta.url);
     const root = dirname(require.resolve('@aws-sdk/client-lambda-microvms/package.json'));
     const dts = readFileSync(join(root, 'dist-types', 'commands', `${name}Command.d.ts`), 'utf8');

@@ -5,16 +5,28 @@
  * errors. Member names, order, locations and requiredness follow the SDK's schemas
  * (dist-es/schemas/schemas_0.js; operations.test.ts compares the two). Constraints come from the
  * reference (../shared/reference/aws-lambda-microvms.md) and Hearth's image spec; members marked
- * `hearthExtension` are Hearth's own and are never sent by the AWS SDK.
+ * `hearthExtension` are Hearth's own and are never sent by the AWS SDK. OPERATIONS adds Hearth's own
+ * operations (connector-operations.ts) to them.
  */
-import {
-  MAX_ENV_VARS,
-  MEMORY_SIZES_MIB,
-  MIN_DISK_MIB,
-  READY_TIMEOUT_RANGE_S,
-  RUNTIME_HOOK_TIMEOUT_RANGE_S,
-} from '../core/image-spec.js';
+import { MEMORY_SIZES_MIB, READY_TIMEOUT_RANGE_S, RUNTIME_HOOK_TIMEOUT_RANGE_S } from '../core/image-spec.js';
+import { CONNECTOR_OPERATIONS } from './connector-operations.js';
 import type { ExceptionName } from './exceptions.js';
+import {
+  Arn,
+  ClientToken,
+  COMMON_ERRORS,
+  Description,
+  Identifier,
+  LIMITS,
+  MaxResults,
+  NextToken,
+  PortRange,
+  READ,
+  TagMap,
+  WRITE,
+  op,
+  type OperationDef,
+} from './operation-common.js';
 import {
   bool,
   enumOf,
@@ -33,49 +45,11 @@ import {
   type StructValue,
 } from './shapes.js';
 
-// ---- limits (the reference's, unless marked Hearth) ----
-
-export const LIMITS = {
-  imageNameMaxLength: 64,
-  runHookPayloadMaxBytes: 4096,
-  maximumDurationInSeconds: [1, 28_800],
-  expirationInMinutes: [1, 60],
-  maxResults: [1, 1000],
-  clientTokenMaxLength: 128,
-  maxIdleDurationSeconds: [1, 28_800],
-  suspendedDurationSeconds: [0, 28_800],
-  port: [1, 65_535],
-  networkConnectors: 10,
-  environmentVariables: MAX_ENV_VARS,
-  tags: 50,
-  /** Hearth: diskSizeInMiB range (the service also caps it by memory size). */
-  diskSizeInMiB: [MIN_DISK_MIB, 32_768],
-  /** Hearth: build arguments per image version. */
-  buildArgs: 100,
-  /** Hearth: port specifications per auth token. */
-  allowedPorts: 100,
-  /** Hearth: identifiers and ARNs. */
-  identifierMaxLength: 2048,
-} as const;
-
-// ---- shared shapes ----
-
-const Identifier = str({ minLength: 1, maxLength: LIMITS.identifierMaxLength });
-const Arn = str({ minLength: 1, maxLength: LIMITS.identifierMaxLength });
 const ImageVersion = str({ minLength: 1, maxLength: 64 });
-const NextToken = str({ minLength: 1 });
-const MaxResults = int({ min: LIMITS.maxResults[0], max: LIMITS.maxResults[1] });
-const ClientToken = str({ minLength: 1, maxLength: LIMITS.clientTokenMaxLength });
-const Description = str({ maxLength: 256 });
 const StateReason = str();
 
 const ConnectorList = list(str({ minLength: 1, maxLength: LIMITS.identifierMaxLength }), {
   maxItems: LIMITS.networkConnectors,
-});
-
-const TagMap = map(str({ maxLength: 256 }), {
-  key: str({ minLength: 1, maxLength: 128, pattern: '^[\\p{L}\\p{N}\\s_.:/=+\\-@]+$' }),
-  maxEntries: LIMITS.tags,
 });
 
 const EnvVarName = str({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' });
@@ -192,21 +166,6 @@ export const Hooks = struct('Hooks', {
   microvmHooks: optional(MicrovmHooks),
   microvmImageHooks: optional(MicrovmImageHooks),
 });
-
-const PortRange = struct(
-  'PortRange',
-  {
-    startPort: required(int({ min: LIMITS.port[0], max: LIMITS.port[1] })),
-    endPort: required(int({ min: LIMITS.port[0], max: LIMITS.port[1] })),
-  },
-  {
-    doc: 'A range of ports; startPort must be less than or equal to endPort.',
-    check: (v) =>
-      (v.startPort as number) > (v.endPort as number)
-        ? 'startPort must be less than or equal to endPort'
-        : undefined,
-  },
-);
 
 export const PortSpecification = union('PortSpecification', {
   port: int({ min: LIMITS.port[0], max: LIMITS.port[1] }),
@@ -363,36 +322,9 @@ const ManagedMicrovmImageVersion = struct('ManagedMicrovmImageVersion', {
 
 // ---- the operations ----
 
-export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
-
-export interface OperationDef<I extends Members = Members, O extends Members | null = Members | null> {
-  readonly name: string;
-  readonly method: HttpMethod;
-  /** Path template; `{name}` is a label (one path segment). */
-  readonly path: string;
-  readonly successStatus: 200 | 201 | 204;
-  readonly input: I;
-  /** null: the operation answers with no body (Smithy's Unit output). */
-  readonly output: O;
-  readonly errors: readonly ExceptionName[];
-  readonly doc: string;
-}
-
-function op<const I extends Members, const O extends Members | null>(
-  def: Omit<OperationDef<I, O>, 'name'>,
-): Omit<OperationDef<I, O>, 'name'> {
-  return def;
-}
+export { LIMITS, type HttpMethod, type OperationDef } from './operation-common.js';
 
 const V = '/2025-09-09';
-const COMMON_ERRORS = [
-  'AccessDeniedException',
-  'InternalServerException',
-  'ThrottlingException',
-  'ValidationException',
-] as const satisfies readonly ExceptionName[];
-const READ = [...COMMON_ERRORS, 'ResourceNotFoundException'] as const;
-const WRITE = [...READ, 'ConflictException'] as const;
 const TAGGING = [
   ...READ,
   'InvalidParameterValueException',
@@ -408,7 +340,7 @@ const expirationInMinutes = required(
 );
 const authTokenOutput = { authToken: required(TokenParts) } as const;
 
-const DEFS = {
+const AWS_DEFS = {
   CreateMicrovmAuthToken: op({
     method: 'POST',
     path: `${V}/microvms/{microvmIdentifier}/auth-token`,
@@ -738,6 +670,7 @@ const DEFS = {
   }),
 } as const;
 
+const DEFS = { ...AWS_DEFS, ...CONNECTOR_OPERATIONS };
 type Defs = typeof DEFS;
 export type OperationName = keyof Defs;
 
@@ -747,7 +680,11 @@ export const OPERATIONS: { readonly [N in OperationName]: Defs[N] & { readonly n
     readonly [N in OperationName]: Defs[N] & { readonly name: N };
   };
 
+/** Every operation: the AWS API's, then Hearth's own (hearthExtension). */
 export const OPERATION_NAMES = Object.keys(DEFS) as OperationName[];
+
+/** The operations of the AWS Lambda MicroVMs API (the official SDK has a command for each). */
+export const AWS_OPERATION_NAMES = Object.keys(AWS_DEFS) as (keyof typeof AWS_DEFS)[];
 
 /** The validated input a handler receives: labels, query, headers and body merged under member names. */
 export type InputOf<N extends OperationName> = StructValue<Defs[N]['input'], 'in'>;

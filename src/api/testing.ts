@@ -275,11 +275,41 @@ const build = {
   createdAt: T0,
 } as const;
 
+const CONNECTOR = {
+  connectorArn: 'arn:hearth:lambda:local:000000000000:network-connector:db',
+  name: 'db',
+  type: 'EGRESS_ALLOW_LIST',
+  description: 'the database',
+  egressRules: [
+    { cidr: '10.0.5.0/24', protocol: 'TCP', ports: [{ port: 5432 }] },
+    { hostname: '*.example.com', protocol: 'ALL', ports: [{ range: { startPort: 8000, endPort: 8100 } }] },
+  ],
+  state: 'ACTIVE',
+  createdAt: T0,
+  tags: { team: 'core' },
+} as const;
+
 /** A plausible output of every operation (timestamps as ISO strings and Dates, both accepted). */
 export const CANNED_OUTPUTS: { [N in OperationName]: OutputOf<N> } = {
   CreateMicrovmAuthToken: { authToken: { 'X-aws-proxy-auth': 'token-value' } },
   CreateMicrovmImage: { ...image, tags: { team: 'core' } },
   CreateMicrovmShellAuthToken: { authToken: { 'X-aws-proxy-auth': 'shell-token' } },
+  CreateNetworkConnector: CONNECTOR,
+  DeleteNetworkConnector: undefined,
+  GetNetworkConnector: CONNECTOR,
+  ListNetworkConnectors: {
+    networkConnectors: [
+      {
+        connectorArn: 'arn:hearth:lambda:local:hearth:network-connector:INTERNET_EGRESS',
+        name: 'INTERNET_EGRESS',
+        type: 'MANAGED_EGRESS',
+        description: 'the internet',
+        state: 'ACTIVE',
+      },
+      CONNECTOR,
+    ],
+    nextToken: 'next',
+  },
   DeleteMicrovmImage: { imageIdentifier: 'app', state: 'DELETING' },
   DeleteMicrovmImageVersion: { imageIdentifier: 'app', imageVersion: '1.0', state: 'DELETING' },
   GetMicrovm: microvm,

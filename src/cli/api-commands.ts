@@ -31,59 +31,21 @@ import {
   waitForImageVersion,
   waitForMicrovm,
   type HearthConnection,
-  type LambdaMicrovmsClient,
 } from '../sdk/index.js';
-import { clean, print, record, table, type OutputMode } from './format.js';
+import {
+  CliUsageError,
+  LIST_OPTS,
+  int,
+  json,
+  listAll,
+  str,
+  type ApiCommand,
+  type CommandContext,
+} from './command.js';
+import { CONNECTOR_COMMANDS, expandConnectors } from './connector-commands.js';
+import { clean, print, record, table } from './format.js';
 
-/** What every API command gets: parsed options, positionals, the connection and the output mode. */
-export interface CommandContext {
-  opts: Record<string, string | boolean | string[] | undefined>;
-  args: string[];
-  output: OutputMode;
-  connection(): Promise<HearthConnection>;
-  client(): Promise<LambdaMicrovmsClient>;
-}
-
-export interface ApiCommand {
-  name: string;
-  aliases?: string[];
-  summary: string;
-  usage: string;
-  options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
-  run(ctx: CommandContext): Promise<number>;
-}
-
-/** A user error in the command line: what was wrong and what to write instead. */
-export class CliUsageError extends Error {
-  readonly code = 'CLI_USAGE';
-}
-
-function str(ctx: CommandContext, name: string, required = false): string | undefined {
-  const v = ctx.opts[name];
-  if (typeof v === 'string') return v;
-  if (required) throw new CliUsageError(`--${name} is required`);
-  return undefined;
-}
-
-function json<T>(ctx: CommandContext, name: string): T | undefined {
-  const v = str(ctx, name);
-  if (v === undefined) return undefined;
-  try {
-    return JSON.parse(v) as T;
-  } catch (e) {
-    throw new CliUsageError(
-      `--${name} must be JSON (${(e as Error).message}), e.g. --${name} '{"key": "value"}'`,
-    );
-  }
-}
-
-function int(ctx: CommandContext, name: string): number | undefined {
-  const v = str(ctx, name);
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new CliUsageError(`--${name} must be a whole number, got '${v}'`);
-  return n;
-}
+export { CliUsageError, type ApiCommand, type CommandContext } from './command.js';
 
 /** The microVM id: positional or --microvm-identifier. */
 function microvmId(ctx: CommandContext): string {
@@ -110,33 +72,6 @@ function keyValues(list: string[] | undefined, what: string): Record<string, str
 }
 
 const MICROVM_COLUMNS = ['microvmId', 'state', 'imageVersion', 'startedAt'];
-const LIST_OPTS = {
-  'max-results': { type: 'string' as const },
-  'next-token': { type: 'string' as const },
-  all: { type: 'boolean' as const },
-};
-
-/**
- * Every page, as the AWS CLI does; one page only when the caller pages by hand (--max-results or
- * --next-token without --all).
- */
-async function listAll<T>(
-  ctx: CommandContext,
-  fetch: (nextToken?: string) => Promise<{ items: T[]; nextToken?: string }>,
-): Promise<{ items: T[]; nextToken?: string }> {
-  const first = await fetch(str(ctx, 'next-token'));
-  const byHand = str(ctx, 'max-results') !== undefined || str(ctx, 'next-token') !== undefined;
-  if (byHand && !ctx.opts.all) return first;
-  const items = [...first.items];
-  let token = first.nextToken;
-  while (token) {
-    const page = await fetch(token);
-    items.push(...page.items);
-    token = page.nextToken;
-  }
-  return { items };
-}
-
 const IMAGE_SPEC_OPTS = {
   name: { type: 'string' as const },
   'code-artifact': { type: 'string' as const },
@@ -255,7 +190,7 @@ export const API_COMMANDS: ApiCommand[] = [
     aliases: ['run'],
     summary: 'launch a microVM from an image',
     usage:
-      'hearth run <image> [--image-version V] [--idle-policy JSON] [--maximum-duration-in-seconds N] [--run-hook-payload S] [--wait]',
+      'hearth run <image> [--image-version V] [--idle-policy JSON] [--maximum-duration-in-seconds N] [--run-hook-payload S] [--ingress-network-connectors NAME|ARN ...] [--egress-network-connectors NAME|ARN ...] [--wait]',
     options: {
       'image-identifier': { type: 'string' },
       'image-version': { type: 'string' },
@@ -281,8 +216,14 @@ export const API_COMMANDS: ApiCommand[] = [
           idlePolicy: json(ctx, 'idle-policy'),
           maximumDurationInSeconds: int(ctx, 'maximum-duration-in-seconds'),
           runHookPayload: str(ctx, 'run-hook-payload'),
-          ingressNetworkConnectors: ctx.opts['ingress-network-connectors'] as string[] | undefined,
-          egressNetworkConnectors: ctx.opts['egress-network-connectors'] as string[] | undefined,
+          ingressNetworkConnectors: await expandConnectors(
+            ctx,
+            ctx.opts['ingress-network-connectors'] as string[] | undefined,
+          ),
+          egressNetworkConnectors: await expandConnectors(
+            ctx,
+            ctx.opts['egress-network-connectors'] as string[] | undefined,
+          ),
           clientToken: str(ctx, 'client-token') ?? randomUUID(),
         },
       );
@@ -670,9 +611,10 @@ export const API_COMMANDS: ApiCommand[] = [
       return 0;
     },
   },
+  ...CONNECTOR_COMMANDS,
   {
     name: 'tag-resource',
-    summary: 'tag an image',
+    summary: 'tag an image or a network connector',
     usage: 'hearth tag-resource --resource ARN --tags \'{"k":"v"}\'',
     options: { resource: { type: 'string' }, tags: { type: 'string' } },
     async run(ctx) {
@@ -686,7 +628,7 @@ export const API_COMMANDS: ApiCommand[] = [
   },
   {
     name: 'untag-resource',
-    summary: 'remove tags from an image',
+    summary: 'remove tags from an image or a network connector',
     usage: 'hearth untag-resource --resource ARN --tag-keys K ...',
     options: { resource: { type: 'string' }, 'tag-keys': { type: 'string', multiple: true } },
     async run(ctx) {
@@ -703,7 +645,7 @@ export const API_COMMANDS: ApiCommand[] = [
   },
   {
     name: 'list-tags',
-    summary: "list an image's tags",
+    summary: 'list the tags of an image or a network connector',
     usage: 'hearth list-tags --resource ARN',
     options: { resource: { type: 'string' } },
     async run(ctx) {

@@ -43,3 +43,32 @@ export class IdempotencyMismatchError extends HearthError {
     });
   }
 }
+
+/** The first request with this clientToken has not finished yet. */
+export class IdempotencyInProgressError extends HearthError {
+  readonly code = 'IDEMPOTENCY_IN_PROGRESS_CONFLICT';
+  constructor(operation: string, token: string) {
+    super(`a ${operation} request with clientToken '${token}' is still in progress`, {
+      hint: 'wait for it, then repeat the request to get its result',
+    });
+  }
+}
+
+/** No network connector with this name or ARN. */
+export class NetworkConnectorNotFoundError extends HearthError {
+  readonly code = 'NETWORK_CONNECTOR_NOT_FOUND';
+  constructor(
+    what: string,
+    hint = 'list connectors with `hearth connectors` (GET /hearth/v1/network-connectors)',
+  ) {
+    super(`network connector ${what} not found`, { hint });
+  }
+}
+
+/** The connector exists (create) or is in use (delete); nothing changed. */
+export class NetworkConnectorConflictError extends HearthError {
+  readonly code = 'NETWORK_CONNECTOR_CONFLICT';
+  constructor(message: string, hint?: string) {
+    super(message, hint === undefined ? {} : { hint });
+  }
+}

@@ -12,6 +12,7 @@ import type { Engine } from '../vmm/engine.js';
 import type { Logger } from '../util/log.js';
 import { BuildLogs } from './build-logs.js';
 import { normalizeImageSpec, ValidationError, type ImageSpec } from './image-spec.js';
+import { withTags, withoutTags } from './tags.js';
 import type { ImageBuildRecord, ImageRecord, ImageVersionRecord, VersionStatus } from './model.js';
 
 /** No image (or version, or build) with this name exists. */
@@ -492,24 +493,16 @@ export class ImageService {
     for (const b of builds.flatMap((p) => p.items)) await rmQuiet(this.logs.path(b.id));
   }
 
-  /** Adds or replaces tags on an image. */
+  /** Adds or replaces tags on an image (at most 50 in all). */
   async tagImage(name: string, tags: Record<string, string>): Promise<void> {
     const image = await this.getImage(name);
-    const merged = { ...image.tags, ...tags };
-    if (Object.keys(merged).length > 50)
-      throw new ValidationError(
-        'Tags',
-        `an image has at most 50 tags; this would make ${Object.keys(merged).length}`,
-      );
-    await this.o.store.images.update(name, { tags: merged });
+    await this.o.store.images.update(name, { tags: withTags(image.tags, tags, 'an image') });
   }
 
   /** Removes tags from an image (absent keys are ignored). */
   async untagImage(name: string, keys: string[]): Promise<void> {
     const image = await this.getImage(name);
-    const tags = { ...image.tags };
-    for (const k of keys) delete tags[k];
-    await this.o.store.images.update(name, { tags });
+    await this.o.store.images.update(name, { tags: withoutTags(image.tags, keys) });
   }
 
   async listBuilds(name: string, version: string, req: PageRequest = {}): Promise<Page<ImageBuildRecord>> {

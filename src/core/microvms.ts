@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { cpus } from 'node:os';
 import { Semaphore } from '../util/semaphore.js';
 import { callHook, type HookName } from '../hooks/hook-client.js';
@@ -8,12 +8,15 @@ import type { MicrovmListRequest, MicrovmPatch, MicrovmUpdateOptions } from '../
 import { faultPoint } from '../util/faults.js';
 import type { Logger } from '../util/log.js';
 import { Mutex } from '../util/mutex.js';
+import type { EgressPolicy } from '../net/policy.js';
 import type { Engine } from '../vmm/engine.js';
 import type { MicroVm } from '../vmm/microvm.js';
 import { ValidationError } from './image-spec.js';
 import type { ImageService } from './images.js';
+import { oncePerClientToken } from './client-token.js';
+import { ingressModeOf } from './connector-arns.js';
+import type { NetworkConnectorService } from './network-connectors.js';
 import {
-  IdempotencyMismatchError,
   InsufficientCapacityError,
   MicrovmNotFoundError,
   MicrovmStateConflictError,
@@ -84,6 +87,8 @@ export interface MicrovmServiceOptions {
   store: Store;
   engine: Engine;
   images: ImageService;
+  /** Resolves RunMicrovm's connector lists into the guest's egress policy. */
+  connectors: NetworkConnectorService;
   log: Logger;
   limits?: Partial<MicrovmLimits>;
   /** The endpoint host of a microVM (no scheme), e.g. <id>.microvm.localhost:8443. */
@@ -211,59 +216,58 @@ export class MicrovmService {
   }
 
   /**
-   * RunMicrovm: checks the image version, the policy and the limits, records the microVM PENDING and
-   * launches it in the background (clone, `run` hook, RUNNING; or TERMINATED with the reason).
-   * A repeated clientToken returns the first call's microVM.
+   * RunMicrovm: checks the image version, the policy, the network connectors (see
+   * NetworkConnectorService.resolveForRun) and the limits, records the microVM PENDING with its
+   * connectors' ARNs and launches it in the background with their egress policy (clone, `run`
+   * hook, RUNNING; or TERMINATED with the reason). A repeated clientToken returns the first call's
+   * microVM.
    */
   async run(input: RunInput): Promise<MicrovmRecord> {
     const name = this.o.images.nameFromIdentifier(input.imageIdentifier);
     const version = await this.o.images.runnableVersion(name, input.imageVersion);
     this.checkRunInput(input, version);
-    const requestHash = createHash('sha256')
-      .update(JSON.stringify({ ...input, clientToken: undefined }))
-      .digest('hex');
-    if (input.clientToken) {
-      const put = await this.o.store.idempotency.putIfAbsent({
-        scope: 'RunMicrovm',
-        clientToken: input.clientToken,
-        requestHash,
-        createdAt: new Date(this.now()).toISOString(),
-      });
-      if (!put.created) {
-        if (put.record.requestHash !== requestHash) throw new IdempotencyMismatchError(input.clientToken);
-        const prior = put.record.result as { microvmId?: string } | undefined;
-        if (prior?.microvmId) return this.get(prior.microvmId);
-        throw new MicrovmStateConflictError('(same clientToken)', 'run', 'in progress', ['done']);
-      }
-    }
-    let rec: MicrovmRecord;
-    try {
-      rec = await this.capacity.run(async () => {
-        await this.checkCapacity(version);
-        const now = new Date(this.now()).toISOString();
-        return this.o.store.microvms.create({
-          microvmId: `microvm-${randomUUID()}`,
-          imageName: name,
-          imageVersion: version.version,
-          state: 'PENDING',
-          ...(input.idlePolicy ? { idlePolicy: input.idlePolicy } : {}),
-          maximumDurationInSeconds: input.maximumDurationInSeconds ?? this.limits.defaultMaxDurationSeconds,
-          ...(input.runHookPayload !== undefined ? { runHookPayload: input.runHookPayload } : {}),
-          ingressNetworkConnectors: input.ingressNetworkConnectors ?? [],
-          egressNetworkConnectors: input.egressNetworkConnectors ?? [],
-          ...(input.clientToken ? { clientToken: input.clientToken } : {}),
-          tokenGeneration: 1,
-          startedAt: now,
-          updatedAt: now,
-        });
-      });
-    } catch (e) {
-      if (input.clientToken) await this.o.store.idempotency.delete('RunMicrovm', input.clientToken);
-      throw e;
-    }
-    if (input.clientToken)
-      await this.o.store.idempotency.setResult('RunMicrovm', input.clientToken, { microvmId: rec.microvmId });
-    const launch = this.launch(rec, version).finally(() => this.launches.delete(rec.microvmId));
+    const connectors = await this.o.connectors.resolveForRun(
+      input.ingressNetworkConnectors,
+      input.egressNetworkConnectors,
+    );
+    const { clientToken, ...request } = input;
+    const { value: rec, replayed } = await oncePerClientToken({
+      store: this.o.store,
+      scope: 'RunMicrovm',
+      clientToken,
+      request,
+      now: this.now(),
+      create: () =>
+        this.capacity.run(async () => {
+          await this.checkCapacity(version);
+          const now = new Date(this.now()).toISOString();
+          return this.o.store.transaction(async (tx) => {
+            await this.o.connectors.lockUserConnectors(tx, connectors.userConnectors);
+            return tx.microvms.create({
+              microvmId: `microvm-${randomUUID()}`,
+              imageName: name,
+              imageVersion: version.version,
+              state: 'PENDING',
+              ...(input.idlePolicy ? { idlePolicy: input.idlePolicy } : {}),
+              maximumDurationInSeconds:
+                input.maximumDurationInSeconds ?? this.limits.defaultMaxDurationSeconds,
+              ...(input.runHookPayload !== undefined ? { runHookPayload: input.runHookPayload } : {}),
+              ingressNetworkConnectors: connectors.ingress,
+              egressNetworkConnectors: connectors.egress,
+              ...(clientToken ? { clientToken } : {}),
+              tokenGeneration: 1,
+              startedAt: now,
+              updatedAt: now,
+            });
+          });
+        }),
+      resultOf: (r) => ({ microvmId: r.microvmId }),
+      replay: (r) => this.get((r as { microvmId: string }).microvmId),
+    });
+    if (replayed) return rec;
+    const launch = this.launch(rec, version, connectors.egressPolicy).finally(() =>
+      this.launches.delete(rec.microvmId),
+    );
     this.launches.set(rec.microvmId, launch);
     return rec;
   }
@@ -329,14 +333,15 @@ export class MicrovmService {
     return callHook(vm.hostAddress, cfg.port, hook, body, cfg.timeoutS * 1000);
   }
 
-  private async launch(rec: MicrovmRecord, version: ImageVersionRecord): Promise<void> {
+  /** Clones the version's template with `egress` as the guest's network policy, then the `run` hook. */
+  private async launch(rec: MicrovmRecord, version: ImageVersionRecord, egress: EgressPolicy): Promise<void> {
     const id = rec.microvmId;
     await this.lock(id).run(async () => {
       if ((await this.get(id)).state !== 'PENDING') return; // terminated before it started
       try {
         await faultPoint('core.launch.before-clone');
         const template = await this.o.engine.template(version.id);
-        const vm = await this.restores.run(() => this.o.engine.clone(template, { vmId: id }));
+        const vm = await this.restores.run(() => this.o.engine.clone(template, { vmId: id, egress }));
         await faultPoint('core.launch.after-clone');
         const r = await this.hook(vm, version, 'run', {
           microvmId: id,
@@ -540,7 +545,10 @@ export class MicrovmService {
     });
   }
 
-  /** CreateMicrovmAuthToken: a token for this microVM's endpoint, also while it is suspended. */
+  /**
+   * CreateMicrovmAuthToken: a token for this microVM's endpoint, also while it is suspended.
+   * ValidationError for a microVM run with NO_INGRESS (nothing could use the token).
+   */
   async createAuthToken(
     id: string,
     o: { allowedPorts: AllowedPort[]; expirationInMinutes: number },
@@ -548,6 +556,11 @@ export class MicrovmService {
     const rec = await this.get(id);
     if (rec.state === 'TERMINATING' || rec.state === 'TERMINATED')
       throw new MicrovmStateConflictError(id, 'create a token for', rec.state, ACTIVE_STATES.slice(0, 4));
+    if (ingressModeOf(rec.ingressNetworkConnectors) === 'none')
+      throw new ValidationError(
+        'microvmIdentifier',
+        `microVM ${id} was run with NO_INGRESS: its endpoint accepts no traffic`,
+      );
     if (!this.o.tokens) throw new Error('no token authority configured');
     return this.o.tokens.mint({
       microvmId: id,

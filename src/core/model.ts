@@ -160,3 +160,30 @@ export interface MicrovmRecord {
   terminatedAt?: string;
   updatedAt: string;
 }
+
+/** A destination port of an egress rule: one port or an inclusive range (as the API spells them). */
+export type ConnectorPort = { port: number } | { range: { startPort: number; endPort: number } };
+
+/** One rule of an egress allow-list connector, as the API takes and returns it. */
+export interface ConnectorEgressRule {
+  /** A canonical IPv4 network, e.g. 10.0.5.0/24. Exactly one of cidr and hostname. */
+  cidr?: string;
+  /** A DNS name (lower case), or `*.` + a name for any name below it. */
+  hostname?: string;
+  protocol: 'TCP' | 'UDP' | 'ALL';
+  /** Absent: every port. */
+  ports?: ConnectorPort[];
+}
+
+/**
+ * A user network connector: an egress allow-list (Hearth's counterpart of a VPC egress connector).
+ * Immutable once created, so a microVM's rules never change while it lives.
+ */
+export interface NetworkConnectorRecord {
+  name: string;
+  arn: string;
+  description?: string;
+  egressRules: ConnectorEgressRule[];
+  tags: Record<string, string>;
+  createdAt: string;
+}

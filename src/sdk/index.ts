@@ -28,6 +28,9 @@ import {
   type GetMicrovmImageVersionCommandOutput,
 } from '@aws-sdk/client-lambda-microvms';
 import { SignatureV4 } from '@smithy/signature-v4';
+import type { EgressRuleInput } from '../core/egress-rules.js';
+import type { ConnectorEgressRule } from '../core/model.js';
+import type { NetworkConnectorView } from '../core/network-connectors.js';
 
 export * from '@aws-sdk/client-lambda-microvms';
 
@@ -322,4 +325,74 @@ export async function hearthRequest<T = Record<string, unknown>>(
     throw err;
   }
   return parsed as T;
+}
+
+// ---- network connectors (Hearth extension routes) ----
+
+export { managedConnectorArn, type ManagedConnectorName } from '../core/connector-arns.js';
+export type { EgressRuleInput, ConnectorEgressRule };
+export type { ConnectorPort } from '../core/model.js';
+
+/** A network connector as the API describes it, createdAt (absent for managed ones) as a Date. */
+export type NetworkConnector = Omit<NetworkConnectorView, 'createdAt'> & { createdAt?: Date };
+
+export interface CreateNetworkConnectorInput {
+  /** Letters, digits, - and _, at most 64. */
+  name: string;
+  description?: string;
+  /** 1..50 rules; each has exactly one of cidr and hostname; protocol defaults to ALL, ports to all. */
+  egressRules: EgressRuleInput[];
+  tags?: Record<string, string>;
+  /** A repeat with the same token and parameters returns the first call's connector. */
+  clientToken?: string;
+}
+
+const CONNECTORS_PATH = '/hearth/v1/network-connectors';
+
+type WireConnector = Omit<NetworkConnector, 'createdAt'> & { createdAt?: number };
+
+function fromWire(c: WireConnector): NetworkConnector {
+  const { createdAt, ...rest } = c;
+  return { ...rest, ...(createdAt !== undefined ? { createdAt: new Date(createdAt * 1000) } : {}) };
+}
+
+function connectorPath(nameOrArn: string): string {
+  return `${CONNECTORS_PATH}/${encodeURIComponent(nameOrArn)}`;
+}
+
+/** Creates an egress allow-list connector; give its connectorArn in RunMicrovm's egressNetworkConnectors. */
+export async function createNetworkConnector(
+  c: HearthConnection,
+  input: CreateNetworkConnectorInput,
+): Promise<NetworkConnector> {
+  return fromWire(await hearthRequest<WireConnector>(c, 'POST', CONNECTORS_PATH, input));
+}
+
+/** One page of connectors: the managed ones first, then the user ones by name. */
+export async function listNetworkConnectors(
+  c: HearthConnection,
+  opts: { maxResults?: number; nextToken?: string } = {},
+): Promise<{ networkConnectors: NetworkConnector[]; nextToken?: string }> {
+  const q = new URLSearchParams();
+  if (opts.maxResults !== undefined) q.set('maxResults', String(opts.maxResults));
+  if (opts.nextToken !== undefined) q.set('nextToken', opts.nextToken);
+  const page = await hearthRequest<{ networkConnectors: WireConnector[]; nextToken?: string }>(
+    c,
+    'GET',
+    q.size > 0 ? `${CONNECTORS_PATH}?${q}` : CONNECTORS_PATH,
+  );
+  return {
+    networkConnectors: page.networkConnectors.map(fromWire),
+    ...(page.nextToken ? { nextToken: page.nextToken } : {}),
+  };
+}
+
+/** A connector by name or ARN (managed ones too, e.g. 'INTERNET_EGRESS'). */
+export async function getNetworkConnector(c: HearthConnection, nameOrArn: string): Promise<NetworkConnector> {
+  return fromWire(await hearthRequest<WireConnector>(c, 'GET', connectorPath(nameOrArn)));
+}
+
+/** Deletes a user connector; refused (ConflictException) while a microVM that is not TERMINATED uses it. */
+export async function deleteNetworkConnector(c: HearthConnection, nameOrArn: string): Promise<void> {
+  await hearthRequest(c, 'DELETE', connectorPath(nameOrArn));
 }

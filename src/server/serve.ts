@@ -1,24 +1,25 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
-import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import { mkdir } from 'node:fs/promises';
+import type { RequestListener } from 'node:http';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createHandlers } from '../api/handlers.js';
 import { createApiServer, listenApiServer, type ResponseEvent } from '../api/server.js';
 import { SigV4Verifier } from '../api/sigv4.js';
-import { ApiError, toApiError } from '../api/errors.js';
 import { Buildah } from '../builder/buildah.js';
 import { DataDir } from '../config/data-dir.js';
 import { CONFIG_KEYS, flagName, loadServerConfig, type ServerConfig } from '../config/server-config.js';
 import { ImageService } from '../core/images.js';
+import { DEFAULT_VM_SUBNET } from '../core/egress-rules.js';
 import { MicrovmService } from '../core/microvms.js';
+import { NetworkConnectorService } from '../core/network-connectors.js';
 import type { GatewayBackend, VmRoute } from '../gateway/backend.js';
 import { createGateway, type Gateway } from '../gateway/gateway.js';
 import { TokenAuthority } from '../gateway/tokens.js';
 import { setupHost } from '../setup/setup.js';
 import { openStore, type Store } from '../store/database.js';
 import { writeFileAtomic } from '../util/fs-atomic.js';
+import { streamRoutes } from './stream-routes.js';
 import { createLogger } from '../util/log.js';
 import { Engine } from '../vmm/engine.js';
 
@@ -66,79 +67,6 @@ async function bootstrapKey(store: Store, dataDir: DataDir, endpoint: string, re
     0o600,
   );
   return { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey };
-}
-
-/**
- * Hearth's extension routes, next to the AWS API and signed the same way:
- *   GET /hearth/v1/microvm-images/{name}/versions/{version}/logs[?follow=true]   build log (text)
- *   GET /hearth/v1/microvms/{id}/console[?follow=true]                           guest console (text)
- */
-function extensionRoutes(o: {
-  verifier: SigV4Verifier;
-  images: ImageService;
-  microvms: MicrovmService;
-  engine: Engine;
-}): (req: IncomingMessage, res: ServerResponse) => Promise<boolean> {
-  const fail = (res: ServerResponse, e: unknown) => {
-    const err = e instanceof ApiError ? e : toApiError(e);
-    res.writeHead(err.status, { 'content-type': 'application/json', 'x-amzn-ErrorType': err.exception });
-    res.end(JSON.stringify({ message: err.message, code: err.code, hint: err.hint }));
-  };
-  return async (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    if (!url.pathname.startsWith('/hearth/v1/')) return false;
-    try {
-      if (req.method !== 'GET') throw new ApiError('ValidationException', 'only GET is supported here');
-      await o.verifier.authenticate(
-        { method: 'GET', url: req.url ?? '/', headers: req.headers as Record<string, string> },
-        new Uint8Array(),
-      );
-      const follow = url.searchParams.get('follow') === 'true';
-      const logs = /^\/hearth\/v1\/microvm-images\/([^/]+)\/versions\/([^/]+)\/logs$/.exec(url.pathname);
-      const con = /^\/hearth\/v1\/microvms\/([^/]+)\/console$/.exec(url.pathname);
-      if (logs) {
-        const name = o.images.nameFromIdentifier(decodeURIComponent(logs[1]!));
-        const build = await o.images.latestBuild(name, decodeURIComponent(logs[2]!));
-        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-        for await (const line of o.images.logs.read(build.id, { follow })) {
-          if (!res.write(line + '\n')) await new Promise((r) => res.once('drain', r));
-        }
-        res.end();
-        return true;
-      }
-      if (con) {
-        const id = decodeURIComponent(con[1]!);
-        await o.microvms.get(id);
-        const file = join(o.engine.ctx.dataDir.vmsDir, id, 'console.log');
-        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-        let offset = 0;
-        for (;;) {
-          if (existsSync(file)) {
-            const size = (await stat(file)).size;
-            if (size > offset) {
-              await new Promise<void>((resolve, reject) =>
-                createReadStream(file, { start: offset, end: size - 1 })
-                  .on('end', resolve)
-                  .on('error', reject)
-                  .pipe(res, { end: false }),
-              );
-              offset = size;
-            }
-          }
-          const rec = await o.microvms.current(id);
-          if (!follow || !rec || rec.state === 'TERMINATED' || res.destroyed) break;
-          await new Promise((r) => setTimeout(r, 500));
-        }
-        res.end();
-        return true;
-      }
-      throw new ApiError('ResourceNotFoundException', `no route ${url.pathname}`);
-    } catch (e) {
-      if (!res.headersSent) fail(res, e);
-      else res.destroy();
-      return true;
-    }
-  };
 }
 
 /** Starts Hearth: sets the host up if needed, opens everything, recovers, then listens. */
@@ -217,10 +145,17 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     },
     versionInUse: (n, v) => microvms!.versionInUse(n, v),
   });
+  const connectors = new NetworkConnectorService({
+    store,
+    region: config.region,
+    accountId: config.accountId,
+    vmSubnet: process.env.HEARTH_VM_SUBNET ?? DEFAULT_VM_SUBNET,
+  });
   microvms = new MicrovmService({
     store,
     engine,
     images,
+    connectors,
     log: createLogger('microvms'),
     endpointFor: (id) => `${id}.${config.domain}:${gatewayPort}`,
     tokens,
@@ -282,7 +217,7 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
 
   const lookupSecret = async (id: string) => (await store.apiKeys.get(id))?.secretAccessKey;
   const api = createApiServer({
-    handlers: createHandlers({ images, microvms: m, baseDisk: artifacts.baseDisk }),
+    handlers: createHandlers({ images, microvms: m, connectors, baseDisk: artifacts.baseDisk }),
     lookupSecret,
     region: config.region,
     logger: createLogger('api'),
@@ -291,14 +226,14 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     ...(opts.onApiResponse ? { onResponse: opts.onApiResponse } : {}),
     ...(opts.strictApiOutput ? { strictOutput: true } : {}),
   });
-  const ext = extensionRoutes({
+  const streams = streamRoutes({
     verifier: new SigV4Verifier({ region: config.region, lookupSecret }),
     images,
     microvms: m,
     engine,
   });
   const listener: RequestListener = (req, res) => {
-    void ext(req, res).then((handled) => {
+    void streams(req, res).then((handled) => {
       if (!handled) api(req, res);
     });
   };

@@ -47,3 +47,8 @@ export function patchValue<V, C>(value: V | null | undefined, encode: (v: V) => 
   if (value === null) return null;
   return encode(value);
 }
+
+/** Escapes LIKE's wildcards (names may contain `_`) with the `\` escape character (`escape '\'`). */
+export function escapeLike(text: string): string {
+  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
+}

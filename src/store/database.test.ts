@@ -67,7 +67,10 @@ describe('openStore on SQLite', () => {
     const raw = new BetterSqlite3(path, { readonly: true });
     try {
       expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
-      expect(raw.prepare('select name from migrations').all()).toEqual([{ name: '0001-initial' }]);
+      expect(raw.prepare('select name from migrations order by name').all()).toEqual([
+        { name: '0001-initial' },
+        { name: '0002-network-connectors' },
+      ]);
     } finally {
       raw.close();
     }

@@ -16,6 +16,7 @@ import { ImageVersionRepository } from './image-versions.js';
 import { ImageRepository } from './images.js';
 import { UnknownMigrationsError, migrate } from './migrate.js';
 import { MicrovmRepository } from './microvms.js';
+import { NetworkConnectorRepository } from './network-connectors.js';
 import { MIGRATIONS, type Database } from './schema.js';
 import { RetryingSqliteDialect } from './sqlite-dialect.js';
 
@@ -31,6 +32,7 @@ export interface StoreRepositories {
   readonly microvms: MicrovmRepository;
   readonly apiKeys: ApiKeyRepository;
   readonly idempotency: IdempotencyRepository;
+  readonly networkConnectors: NetworkConnectorRepository;
 }
 
 export interface Store extends StoreRepositories {
@@ -144,6 +146,7 @@ class KyselyStore implements Store {
   readonly microvms: MicrovmRepository;
   readonly apiKeys: ApiKeyRepository;
   readonly idempotency: IdempotencyRepository;
+  readonly networkConnectors: NetworkConnectorRepository;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -158,6 +161,7 @@ class KyselyStore implements Store {
     this.microvms = repos.microvms;
     this.apiKeys = repos.apiKeys;
     this.idempotency = repos.idempotency;
+    this.networkConnectors = repos.networkConnectors;
   }
 
   transaction<T>(fn: (tx: StoreRepositories) => Promise<T>): Promise<T> {
@@ -179,6 +183,7 @@ function repositories(db: Kysely<Database>, now: () => Date): StoreRepositories 
     microvms: new MicrovmRepository(db, now),
     apiKeys: new ApiKeyRepository(db),
     idempotency: new IdempotencyRepository(db),
+    networkConnectors: new NetworkConnectorRepository(db),
   };
 }
 

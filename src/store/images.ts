@@ -1,6 +1,6 @@
 import { sql, type Kysely, type Selectable, type Updateable } from 'kysely';
 import type { ImageRecord, ImageState } from '../core/model.js';
-import { compact, fromJson, opt, patchValue, type Patch } from './codec.js';
+import { compact, escapeLike, fromJson, opt, patchValue, type Patch } from './codec.js';
 import { StoreConflictError, StoreNotFoundError } from './errors.js';
 import { decodeCursor, pageLimit, toPage, type Page, type PageRequest } from './pagination.js';
 import type { Database, ImagesTable } from './schema.js';
@@ -115,11 +115,6 @@ export class ImageRepository {
     const res = await this.db.deleteFrom('images').where('name', '=', name).executeTakeFirst();
     return res.numDeletedRows > 0n;
   }
-}
-
-/** Escapes LIKE's wildcards (image names may contain `_`) with the `\` escape character. */
-function escapeLike(text: string): string {
-  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
 function toImage(row: Selectable<ImagesTable>): ImageRecord {

@@ -94,6 +94,17 @@ export interface IdempotencyTable {
   created_at: string;
 }
 
+export interface NetworkConnectorsTable {
+  name: string;
+  arn: string;
+  description: string | null;
+  /** JSON array of ConnectorEgressRule. */
+  egress_rules: string;
+  /** JSON object of string values. */
+  tags: string;
+  created_at: string;
+}
+
 export interface MigrationsTable {
   name: string;
   applied_at: string;
@@ -106,6 +117,7 @@ export interface Database {
   microvms: MicrovmsTable;
   api_keys: ApiKeysTable;
   idempotency: IdempotencyTable;
+  network_connectors: NetworkConnectorsTable;
   migrations: MigrationsTable;
 }
 
@@ -236,6 +248,21 @@ export const MIGRATIONS: readonly Migration[] = [
         .addColumn('result', 'text')
         .addColumn('created_at', 'text', (c) => c.notNull())
         .addPrimaryKeyConstraint('idempotency_pk', ['scope', 'client_token'])
+        .execute();
+    },
+  },
+  {
+    name: '0002-network-connectors',
+    async up(db) {
+      // Which microVMs use a connector is read from the microVMs' own connector lists.
+      await db.schema
+        .createTable('network_connectors')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('arn', 'text', (c) => c.notNull())
+        .addColumn('description', 'text')
+        .addColumn('egress_rules', 'text', (c) => c.notNull())
+        .addColumn('tags', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
         .execute();
     },
   },

@@ -1,35 +1,13 @@
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../helpers/cli.js';
 import { fixtureImage } from '../helpers/images.js';
 import { callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
-
-const MAIN = join(import.meta.dirname, '..', '..', 'src', 'cli', 'main.ts');
 
 describe('the hearth CLI', () => {
   let t: TestServer;
   const image = `cli-${Date.now().toString(36)}`;
 
-  function hearth(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      execFile(
-        process.execPath,
-        ['--import', 'tsx', MAIN, ...args],
-        {
-          env: {
-            ...process.env,
-            HEARTH_ENDPOINT: t.connection.endpoint,
-            HEARTH_ACCESS_KEY_ID: t.connection.accessKeyId,
-            HEARTH_SECRET_ACCESS_KEY: t.connection.secretAccessKey,
-            HEARTH_LOG_LEVEL: 'warn',
-          },
-          timeout: 600_000,
-        },
-        (err, stdout, stderr) =>
-          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-      );
-    });
-  }
+  const hearth = (...args: string[]) => runCli(t, ...args);
 
   beforeAll(async () => {
     t = await startTestServer();

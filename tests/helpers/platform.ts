@@ -1,4 +1,6 @@
 import { MicrovmService, type MicrovmLimits } from '../../src/core/microvms.js';
+import { DEFAULT_VM_SUBNET } from '../../src/core/egress-rules.js';
+import { NetworkConnectorService } from '../../src/core/network-connectors.js';
 import type { MicrovmRecord, MicrovmState } from '../../src/core/model.js';
 import { openImageHarness, buildImage, fixtureImage, type ImageHarness } from './images.js';
 
@@ -13,6 +15,12 @@ export async function openPlatform(limits: Partial<MicrovmLimits> = {}): Promise
     store: h.store,
     engine: h.engine,
     images: h.images,
+    connectors: new NetworkConnectorService({
+      store: h.store,
+      region: 'local',
+      accountId: '000000000000',
+      vmSubnet: DEFAULT_VM_SUBNET,
+    }),
     log: (await import('../../src/util/log.js')).createLogger('test.microvms'),
     endpointFor: (id) => `${id}.microvm.localhost:8443`,
     limits: { minIdleSeconds: 1, checkIntervalMs: 200, ...limits },
