@@ -1,7 +1,8 @@
 /**
  * The checks every request passes before it is forwarded, whatever its protocol, in this order:
  * token (signature, time, VM, port) → microVM exists → not terminated/terminating → token generation
- * → rate limit → RUNNING (holding the request while the backend resumes or starts the VM, bounded).
+ * → ingress connector (NO_INGRESS refuses everything; only ALL_INGRESS takes CONNECT tunnels) → rate
+ * limit → RUNNING (holding the request while the backend resumes or starts the VM, bounded).
  * Authentication comes first so that nothing about a microVM is revealed to a caller without a valid
  * token for it; a caller with one learns it is terminated (410/409) rather than that the token is stale.
  */
@@ -9,6 +10,8 @@ import { HearthError } from '../errors.js';
 import type { GatewayBackend, VmRoute } from './backend.js';
 import {
   GatewayError,
+  IngressDisabledError,
+  IngressProtocolNotAllowedError,
   MicrovmNotFoundError,
   MicrovmNotReadyError,
   MicrovmSuspendedError,
@@ -30,6 +33,9 @@ export class ClientGoneError extends Error {
   }
 }
 
+/** What the client asks for: HTTP (HTTP/1.1, HTTP/2, gRPC, WebSocket) or a raw TCP tunnel (CONNECT). */
+export type IngressKind = 'http' | 'tcp';
+
 /** A request that may be forwarded: the RUNNING route, and when its token expires (cookie lifetime). */
 export interface Admitted {
   route: VmRoute;
@@ -49,12 +55,13 @@ export class Admission {
   constructor(private readonly o: AdmissionOptions) {}
 
   /**
-   * Checks `t` and resolves with the RUNNING route to forward to (route.address is set). Throws the GatewayError to answer,
-   * or ClientGoneError when the client went away while the request was held (`signal()` aborted;
-   * it is only asked for when the request must be held). Effects: one 'request'
-   * activity event once authenticated; may make the backend resume the VM.
+   * Checks `t` (a request of kind `kind`) and resolves with the RUNNING route to forward to
+   * (route.address is set). Throws the GatewayError to answer, or ClientGoneError when the client
+   * went away while the request was held (`signal()` aborted; it is only asked for when the request
+   * must be held). Effects: one 'request' activity event once authenticated and let in by the
+   * ingress connector; may make the backend resume the VM (never for a refused one).
    */
-  async admit(t: Target, signal: () => AbortSignal): Promise<Admitted> {
+  async admit(t: Target, signal: () => AbortSignal, kind: IngressKind = 'http'): Promise<Admitted> {
     const id = t.microvmId;
     const v = await this.o.tokens.verify(t.token, { microvmId: id, port: t.port });
     if (!v.ok) throw v.error;
@@ -64,6 +71,8 @@ export class Admission {
     if (route.state === 'TERMINATING') throw new MicrovmTerminatingError(id);
     const stale = generationError(v.claims, route.tokenGeneration);
     if (stale) throw stale;
+    if (route.ingress === 'none') throw new IngressDisabledError(id);
+    if (kind === 'tcp' && route.ingress !== 'all') throw new IngressProtocolNotAllowedError(id);
     const rl = this.o.rateLimiter;
     if (rl && !rl.take(id)) throw new RateLimitedError(id, rl.limit.requestsPerSecond);
     this.o.metrics.activityRequest(id);

@@ -22,6 +22,16 @@ export interface VmRoute {
   instance: number;
   /** Whether an open WebSocket/HTTP2 stream/long request counts as activity (default true). */
   streamsCountAsActivity: boolean;
+  /**
+   * What the microVM's ingress connector lets through the gateway (fixed at RunMicrovm, unchanged
+   * across suspend/resume):
+   *   - 'http' (HTTP_INGRESS, the default): HTTP/1.1, HTTP/2, gRPC, WebSockets, server-sent events;
+   *     a CONNECT request is refused (403 INGRESS_PROTOCOL_NOT_ALLOWED).
+   *   - 'all' (ALL_INGRESS): the same, plus raw TCP tunnels to a guest port (HTTP/1.1 CONNECT).
+   *   - 'none' (NO_INGRESS): nothing; every authenticated request is refused (403 INGRESS_DISABLED)
+   *     before the microVM is touched (no auto-resume either).
+   */
+  ingress: 'http' | 'all' | 'none';
 }
 
 /** One entry of the activity feed. `bytes` is set for kind 'bytes' (both directions added up). */

@@ -62,12 +62,23 @@ export class BadPortError extends GatewayError {
   }
 }
 
-/** A request the gateway does not forward (e.g. CONNECT). */
+/** The request target of a CONNECT is not `<host>:<port>` with a port 1-65535. */
+export class BadConnectTargetError extends GatewayError {
+  readonly code = 'GATEWAY_BAD_CONNECT_TARGET';
+  readonly httpStatus = 400;
+  constructor(target: string, domain: string) {
+    super(`the CONNECT target '${target.slice(0, 200)}' is not <host>:<port>`, {
+      hint: `send CONNECT <microvmId>.${domain}:<guest port> HTTP/1.1 (port 1-65535)`,
+    });
+  }
+}
+
+/** A request the gateway does not forward (e.g. a CONNECT with a body, an Upgrade other than websocket). */
 export class UnsupportedRequestError extends GatewayError {
   readonly code = 'GATEWAY_UNSUPPORTED_REQUEST';
   readonly httpStatus = 400;
-  constructor(what: string) {
-    super(`${what} is not supported by the gateway`);
+  constructor(what: string, hint?: string) {
+    super(`${what} is not supported by the gateway`, hint === undefined ? undefined : { hint });
   }
 }
 
@@ -171,6 +182,30 @@ export class TokenInvalidClaimsError extends TokenError {
   readonly code = 'TOKEN_INVALID_CLAIMS';
   constructor(detail: string) {
     super(`the endpoint token is not valid for this gateway (${detail})`, { hint: TOKEN_HINT });
+  }
+}
+
+// ---- 403: the microVM's ingress connector ----
+
+/** The microVM runs with NO_INGRESS: the gateway forwards nothing to it (and does not resume it). */
+export class IngressDisabledError extends GatewayError {
+  readonly code = 'INGRESS_DISABLED';
+  readonly httpStatus = 403;
+  constructor(id: string) {
+    super(`microVM ${id} accepts no inbound connections (NO_INGRESS)`, {
+      hint: 'run a microVM with the HTTP_INGRESS or ALL_INGRESS connector (connectors are fixed at RunMicrovm)',
+    });
+  }
+}
+
+/** A CONNECT tunnel to a microVM that runs with HTTP_INGRESS. */
+export class IngressProtocolNotAllowedError extends GatewayError {
+  readonly code = 'INGRESS_PROTOCOL_NOT_ALLOWED';
+  readonly httpStatus = 403;
+  constructor(id: string) {
+    super(`microVM ${id} accepts HTTP only (HTTP_INGRESS), not raw TCP tunnels (CONNECT)`, {
+      hint: 'send HTTP, WebSocket or gRPC requests, or run the microVM with ALL_INGRESS for raw TCP',
+    });
   }
 }
 

@@ -5,9 +5,11 @@
  * X-Hearth-Microvm-Id); an optional plaintext HTTP/1.1 port serves the same. Each request is
  * authenticated with an endpoint token (tokens.ts), rate limited per microVM, held while a
  * suspended microVM resumes (backend.ensureRunning), and forwarded: HTTP/1.1 (proxy-h1.ts), HTTP/2
- * (proxy-h2.ts; gRPC and forced h2 over h2c, proxy-h2c.ts), WebSockets (proxy-ws.ts). Errors are
- * JSON `{code, message}` (errors.ts). Activity (requests, bytes, streams) feeds the backend's idle
- * policy; `closeConnections(id)` must be called before a microVM is suspended.
+ * (proxy-h2.ts; gRPC and forced h2 over h2c, proxy-h2c.ts), WebSockets (proxy-ws.ts), raw TCP
+ * tunnels by HTTP/1.1 CONNECT to microVMs with ALL_INGRESS (proxy-connect.ts). A microVM's ingress
+ * connector (VmRoute.ingress) decides which of those it takes. Errors are JSON `{code, message}`
+ * (errors.ts). Activity (requests, bytes, streams) feeds the backend's idle policy;
+ * `closeConnections(id)` must be called before a microVM is suspended.
  *
  *   const gw = await createGateway({ backend, tokens: { keyFile }, tls: { dir } });
  *   await gw.listen(8443, '0.0.0.0');
@@ -24,6 +26,7 @@ import { ConnectionRegistry } from './connections.js';
 import type { GatewayContext } from './context.js';
 import { UnsupportedRequestError } from './errors.js';
 import { GatewayMetrics, type VmMetrics } from './metrics.js';
+import { handleConnect } from './proxy-connect.js';
 import { handleH1Request } from './proxy-h1.js';
 import { handleH2Stream } from './proxy-h2.js';
 import { handleUpgrade } from './proxy-ws.js';
@@ -79,9 +82,9 @@ export interface Gateway {
    * Closes every client and app connection of microVM `id` cleanly: HTTP/1.1 responses in flight
    * are cut (503 if nothing was sent, a clean end for chunked streams) and the connection closed
    * (Connection: close, FIN); HTTP/2 sessions get GOAWAY and the VM's streams are ended (gRPC:
-   * UNAVAILABLE); WebSockets get close frame 1012 "service restart"; pooled app connections are
-   * dropped. Call it before suspending: nothing half-open survives into the resumed VM. Requests held
-   * waiting for a resume are left alone. Resolves when all are closed (at most closeGraceMs).
+   * UNAVAILABLE); WebSockets get close frame 1012 "service restart"; CONNECT tunnels get a FIN both
+   * ways; pooled app connections are dropped. Call it before suspending: nothing half-open survives
+   * into the resumed VM. Requests held waiting for a resume are left alone. Resolves when all are closed (at most closeGraceMs).
    */
   closeConnections(id: string): Promise<void>;
   address(): GatewayAddress;
@@ -92,7 +95,7 @@ export interface Gateway {
   readonly domain: string;
   metrics(id: string): VmMetrics;
   allMetrics(): Record<string, VmMetrics>;
-  /** Exchanges currently open to microVM `id` (requests, HTTP/2 streams, WebSockets). */
+  /** Exchanges currently open to microVM `id` (requests, HTTP/2 streams, WebSockets, CONNECT tunnels). */
   openStreams(id: string): number;
   /** Sends the pending 'bytes' activity now (tests; shutdown). */
   flushActivity(): void;
@@ -142,6 +145,7 @@ export async function createGateway(o: GatewayOptions): Promise<Gateway> {
   h1.emit('listening');
   h1.on('request', (req, res) => handleH1Request(ctx, req, res));
   h1.on('upgrade', (req, socket, head) => handleUpgrade(ctx, req, socket as net.Socket, head));
+  h1.on('connect', (req, socket, head) => handleConnect(ctx, req, socket as net.Socket, head));
   h1.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) socket.destroy();
     else sendErrorRaw(socket, new UnsupportedRequestError('malformed HTTP request'));

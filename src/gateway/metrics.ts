@@ -8,13 +8,13 @@ import type { GatewayBackend } from './backend.js';
 export interface VmMetrics {
   /** Requests that named this microVM (authenticated or not), WebSocket upgrades included. */
   requests: number;
-  /** Body/frame bytes from clients to the app. */
+  /** Body/frame/tunnel bytes from clients to the app. */
   bytesIn: number;
-  /** Body/frame bytes from the app to clients. */
+  /** Body/frame/tunnel bytes from the app to clients. */
   bytesOut: number;
   /** Responses the gateway produced itself with an error status (4xx/5xx JSON). */
   errors: number;
-  /** Exchanges (requests, HTTP/2 streams, WebSockets) currently open to the app. */
+  /** Exchanges (requests, HTTP/2 streams, WebSockets, CONNECT tunnels) currently open to the app. */
   openStreams: number;
 }
 

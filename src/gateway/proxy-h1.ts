@@ -11,7 +11,7 @@ import type { TLSSocket } from 'node:tls';
 import { ClientGoneError, type Admitted } from './admission.js';
 import type { VmConnection } from './connections.js';
 import type { GatewayContext } from './context.js';
-import { ConnectionsClosedError, UnsupportedRequestError, asGatewayError } from './errors.js';
+import { ConnectionsClosedError, asGatewayError } from './errors.js';
 import { sendErrorH1, visitRedirectHeaders } from './respond.js';
 import { forwardRawRequestHeaders, responseHeaderList, parseTarget, type Target } from './routing.js';
 import { upstreamError, type H1Call } from './upstream.js';
@@ -49,6 +49,12 @@ class H1Connection implements VmConnection {
     this.ctx.registry.add(vm, this);
   }
 
+  /** The socket now carries a tunnel (CONNECT, WebSocket): closing earlier requests' VMs leaves it alone. */
+  release(): void {
+    for (const vm of this.vms) this.ctx.registry.remove(vm, this);
+    this.vms.clear();
+  }
+
   /** Cuts this VM's in-flight exchange (if any), then ends the connection after the current response. */
   closeFor(id: string): Promise<void> {
     this.closing = true;
@@ -73,9 +79,13 @@ function connectionOf(socket: Socket, ctx: GatewayContext): H1Connection {
   return (s[CONN] ??= new H1Connection(socket, ctx));
 }
 
-/** The H1Connection of an upgraded socket (WebSocket), if it had one. */
-export function h1ConnectionOf(socket: Socket): { closing: boolean } | undefined {
-  return (socket as Socket & { [CONN]?: H1Connection })[CONN];
+/**
+ * Hands a client socket over to a tunnel (CONNECT or WebSocket): if HTTP/1.1 requests came before
+ * on it, closeConnections for their microVMs no longer ends the socket (the tunnel, possibly to
+ * another microVM, registers itself).
+ */
+export function releaseH1Connection(socket: Socket): void {
+  (socket as Socket & { [CONN]?: H1Connection })[CONN]?.release();
 }
 
 function hasBody(req: IncomingMessage): boolean {
@@ -101,7 +111,6 @@ export function handleH1Request(ctx: GatewayContext, req: IncomingMessage, res: 
   const secure = (socket as TLSSocket).encrypted === true;
   let target: Target;
   try {
-    if (req.method === 'CONNECT') throw new UnsupportedRequestError('CONNECT');
     target = parseTarget(req.headers.host, req.url ?? '/', req.headers, ctx.routing);
   } catch (err) {
     ctx.metrics.error(undefined);

@@ -107,7 +107,11 @@ export function handleH2Stream(
   const grpc = (headers['content-type'] ?? '').startsWith('application/grpc');
   let target: Target;
   try {
-    if (method === 'CONNECT') throw new UnsupportedRequestError('CONNECT');
+    if (method === 'CONNECT')
+      throw new UnsupportedRequestError(
+        'CONNECT over HTTP/2',
+        'open TCP tunnels with HTTP/1.1 CONNECT (ALPN http/1.1) to a microVM that runs with ALL_INGRESS',
+      );
     target = parseTarget(authority, first(headers[':path']) ?? '/', headers, ctx.routing);
   } catch (err) {
     ctx.metrics.error(undefined);

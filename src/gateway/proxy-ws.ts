@@ -13,9 +13,10 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { ClientGoneError } from './admission.js';
-import type { VmConnection } from './connections.js';
+import { SocketTunnel } from './connections.js';
 import type { GatewayContext } from './context.js';
 import { UnsupportedRequestError, asGatewayError } from './errors.js';
+import { releaseH1Connection } from './proxy-h1.js';
 import { sendErrorRaw } from './respond.js';
 import { SUBPROTOCOL, forwardRequestHeaders, parseTarget, type Target } from './routing.js';
 import { upstreamError } from './upstream.js';
@@ -27,7 +28,7 @@ import {
 } from './ws-frames.js';
 
 /** A WebSocket between a client and an app, after the handshake. */
-class WsTunnel implements VmConnection {
+class WsTunnel extends SocketTunnel {
   private readonly fromClient = new FrameBoundaryTracker();
   private readonly fromApp = new FrameBoundaryTracker();
   /** A close frame is due to the client (resp. the app) at the next frame boundary. */
@@ -36,26 +37,9 @@ class WsTunnel implements VmConnection {
   /** The close frame was sent: nothing more is forwarded that way. */
   private clientClosed = false;
   private appClosed = false;
-  private readonly done: Promise<void>;
 
-  constructor(
-    private readonly ctx: GatewayContext,
-    private readonly vm: string,
-    private readonly client: Socket,
-    private readonly app: Socket,
-  ) {
-    for (const s of [client, app]) {
-      s.setNoDelay(true);
-      s.setTimeout(0);
-    }
-    ctx.metrics.streamOpen(vm);
-    ctx.registry.add(vm, this);
-    const closed = (s: Socket) =>
-      new Promise<void>((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
-    this.done = Promise.all([closed(client), closed(app)]).then(() => {
-      ctx.registry.remove(vm, this);
-      ctx.metrics.streamClose(vm);
-    });
+  constructor(ctx: GatewayContext, vm: string, client: Socket, app: Socket) {
+    super(ctx, vm, client, app);
     client.on('data', (c: Buffer) => this.onClientData(c));
     app.on('data', (c: Buffer) => this.onAppData(c));
     client.on('end', () => app.end());
@@ -134,11 +118,6 @@ class WsTunnel implements VmConnection {
     }
     return this.done;
   }
-
-  destroy(): void {
-    this.client.destroy();
-    this.app.destroy();
-  }
 }
 
 /** The 101 head to send to the client: the app's, plus `Sec-WebSocket-Protocol: hearth` if needed. */
@@ -171,6 +150,7 @@ function relayRefusal(client: Socket, upRes: IncomingMessage): void {
 /** The 'upgrade' handler of the gateway's HTTP/1.1 server. */
 export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket: Socket, head: Buffer): void {
   socket.on('error', () => socket.destroy());
+  releaseH1Connection(socket);
   const secure = (socket as TLSSocket).encrypted === true;
   let target: Target;
   try {

@@ -54,7 +54,8 @@ export function grpcStatusFor(err: GatewayError): number {
     case 400:
       return 3; // INVALID_ARGUMENT
     case 403:
-      return err.code === 'TOKEN_PORT_NOT_ALLOWED' ? 7 : 16; // PERMISSION_DENIED : UNAUTHENTICATED
+      // A valid token that does not open this (port, microVM): PERMISSION_DENIED; else UNAUTHENTICATED.
+      return err.code === 'TOKEN_PORT_NOT_ALLOWED' || err.code.startsWith('INGRESS_') ? 7 : 16;
     case 404:
       return 5; // NOT_FOUND
     case 409:

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   forwardRawRequestHeaders,
   hostWithoutPort,
+  parseConnectTarget,
   parseTarget,
   splitHearthQuery,
   stripHearthCookies,
@@ -126,5 +127,64 @@ describe('routing', () => {
       'X-Forwarded-Host',
       'vm-1.microvm.localhost',
     ]);
+  });
+
+  describe('CONNECT targets', () => {
+    const codeOf = (f: () => unknown) => {
+      try {
+        f();
+        return 'OK';
+      } catch (e) {
+        return (e as { code: string }).code;
+      }
+    };
+
+    it('reads the microVM and the guest port from the authority; the port header is not read', () => {
+      expect(
+        parseConnectTarget(
+          'VM-1.microvm.localhost:5432',
+          { 'x-hearth-proxy-auth': ' t.o.k ', 'x-hearth-proxy-port': '9', 'x-hearth-microvm-id': 'vm-2' },
+          cfg,
+        ),
+      ).toMatchObject({ microvmId: 'vm-1', port: 5432, token: 't.o.k', idFrom: 'host', tokenFrom: 'header' });
+    });
+
+    it('takes the microVM from X-Hearth-Microvm-Id when the host is not an endpoint (IPv6 too)', () => {
+      expect(parseConnectTarget('127.0.0.1:22', { 'x-hearth-microvm-id': 'vm-2' }, cfg)).toMatchObject({
+        microvmId: 'vm-2',
+        port: 22,
+        idFrom: 'header',
+        token: undefined,
+      });
+      expect(parseConnectTarget('[::1]:22', { 'x-hearth-microvm-id': 'vm-2' }, cfg).port).toBe(22);
+    });
+
+    it('takes a Bearer Proxy-Authorization (any case), X-Hearth-Proxy-Auth first, other schemes not', () => {
+      const t = (h: Record<string, string>) => parseConnectTarget('vm-1.microvm.localhost:1', h, cfg);
+      expect(t({ 'proxy-authorization': 'bearer abc' })).toMatchObject({
+        token: 'abc',
+        tokenFrom: 'proxy-authorization',
+      });
+      expect(t({ 'proxy-authorization': 'Bearer abc', 'x-hearth-proxy-auth': 'h' }).token).toBe('h');
+      expect(t({ 'proxy-authorization': 'Basic dTpw' }).token).toBeUndefined();
+    });
+
+    it('refuses targets that are not <host>:<port>, and hosts that name no microVM', () => {
+      const c = (a: string, h: Record<string, string> = {}) => codeOf(() => parseConnectTarget(a, h, cfg));
+      for (const bad of [
+        'vm-1.microvm.localhost',
+        'vm-1.microvm.localhost:0',
+        'x:65536',
+        'x:1a',
+        '/',
+        '',
+        'a b:1',
+        'u@x:1',
+      ])
+        expect(c(bad), bad).toBe('GATEWAY_BAD_CONNECT_TARGET');
+      expect(c('x:65535', {})).toBe('GATEWAY_MICROVM_ID_MISSING');
+      expect(c('a.b.microvm.localhost:1')).toBe('GATEWAY_BAD_HOST');
+      expect(c('x:1', { 'x-hearth-microvm-id': 'Bad_Id' })).toBe('GATEWAY_BAD_MICROVM_ID');
+    });
   });
 });

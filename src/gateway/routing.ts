@@ -10,17 +10,26 @@
  * The token: header `X-Hearth-Proxy-Auth`, WebSocket subprotocol `hearth.authentication.<token>`
  * (with `hearth`), cookie `hearth-auth` (set by visiting `?hearth-auth=<token>` once), query
  * `hearth-auth`. The port: header `X-Hearth-Proxy-Port` or subprotocol `hearth.port.N`, default 8080.
+ * CONNECT requests (raw TCP tunnels) are read by parseConnectTarget: the microVM and the port from
+ * the request target `<microvmId>.<domain>:<port>`, the token also from `Proxy-Authorization: Bearer`.
  *
  * Everything Hearth-specific is removed before forwarding: `X-Hearth-*` headers, `hearth-*` cookies
  * and query parameters, `hearth*` subprotocols. The app never sees a token.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { BadHostError, BadMicrovmIdError, BadPortError, MicrovmIdMissingError } from './errors.js';
+import {
+  BadConnectTargetError,
+  BadHostError,
+  BadMicrovmIdError,
+  BadPortError,
+  MicrovmIdMissingError,
+} from './errors.js';
 
 export const HEADER_MICROVM_ID = 'x-hearth-microvm-id';
 export const HEADER_AUTH = 'x-hearth-proxy-auth';
 export const HEADER_PORT = 'x-hearth-proxy-port';
 export const HEADER_FORCE_H2 = 'x-hearth-proxy-force-h2';
+export const HEADER_PROXY_AUTHORIZATION = 'proxy-authorization';
 export const COOKIE_AUTH = 'hearth-auth';
 export const COOKIE_MICROVM = 'hearth-microvm';
 export const QUERY_AUTH = 'hearth-auth';
@@ -47,8 +56,8 @@ export interface Target {
   /** Where the VM id came from. */
   idFrom: 'host' | 'header' | 'query' | 'cookie';
   /** Where the token came from (undefined when there is none). */
-  tokenFrom: 'header' | 'subprotocol' | 'cookie' | 'query' | undefined;
-  /** The request target with hearth-* query parameters removed (what the app sees). */
+  tokenFrom: 'header' | 'proxy-authorization' | 'subprotocol' | 'cookie' | 'query' | undefined;
+  /** The request target with hearth-* query parameters removed (what the app sees); CONNECT: the authority. */
   path: string;
   /** The query carried hearth-auth or hearth-microvm: a browser GET gets a redirect setting cookies. */
   fromQuery: { auth?: string; microvm?: string } | undefined;
@@ -167,15 +176,9 @@ export function parseTarget(
   const cookieHeader = headers.cookie;
   const cookies = cookieHeader && cookieHeader.includes('hearth-') ? parseCookies(cookieHeader) : undefined;
 
-  let microvmId: string | undefined;
+  let microvmId = idFromHost(host, cfg);
   let idFrom: Target['idFrom'] = 'host';
-  const h = host === undefined ? undefined : hostWithoutPort(host);
-  const suffix = '.' + cfg.domain;
-  if (h !== undefined && h.endsWith(suffix) && h.length > suffix.length) {
-    const label = h.slice(0, -suffix.length);
-    if (label.includes('.')) throw new BadHostError(host, cfg.domain);
-    microvmId = checkId(label);
-  } else {
+  if (microvmId === undefined) {
     const fromHeader = first(headers[HEADER_MICROVM_ID]);
     if (fromHeader !== undefined) {
       microvmId = checkId(fromHeader.trim());
@@ -242,6 +245,64 @@ export function parseTarget(
     forceH2: first(headers[HEADER_FORCE_H2])?.trim().toLowerCase() === 'true',
     appSubprotocols,
     offeredHearthSubprotocol,
+  };
+}
+
+/** The microVM named by a host: `<microvmId>.<domain>` → id; another host → undefined. */
+function idFromHost(host: string | undefined, cfg: RoutingConfig): string | undefined {
+  const h = host === undefined ? undefined : hostWithoutPort(host);
+  const suffix = '.' + cfg.domain;
+  if (h === undefined || !h.endsWith(suffix) || h.length <= suffix.length) return undefined;
+  const label = h.slice(0, -suffix.length);
+  if (label.includes('.')) throw new BadHostError(host, cfg.domain);
+  return checkId(label);
+}
+
+/** `Proxy-Authorization: Bearer <token>` → the token (other schemes: undefined). */
+function bearerToken(v: string | undefined): string | undefined {
+  const m = v === undefined ? null : /^\s*bearer\s+(\S+)\s*$/i.exec(v);
+  return m ? m[1] : undefined;
+}
+
+/**
+ * Reads the target of an HTTP/1.1 CONNECT request (a raw TCP tunnel): `authority` is its request
+ * target (authority form, `<host>:<port>` or `[v6]:<port>`), `headers` the lowercase headers.
+ * The microVM: the host if it is `<microvmId>.<domain>`, else the header X-Hearth-Microvm-Id. The
+ * port: the authority's, the guest port (X-Hearth-Proxy-Port is not read). The token: header
+ * X-Hearth-Proxy-Auth, else `Proxy-Authorization: Bearer <token>` (cookies and queries are not read).
+ * Throws a 400 GatewayError when the request names no valid microVM or port; never checks the token.
+ */
+export function parseConnectTarget(
+  authority: string,
+  headers: IncomingHttpHeaders,
+  cfg: RoutingConfig,
+): Target {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^\s[\]:/@]+):([0-9]{1,5})$/.exec(authority);
+  const port = m ? Number(m[2]) : 0;
+  if (!m || port < 1 || port > 65_535) throw new BadConnectTargetError(authority, cfg.domain);
+  let microvmId = idFromHost(m[1], cfg);
+  let idFrom: Target['idFrom'] = 'host';
+  if (microvmId === undefined) {
+    const fromHeader = first(headers[HEADER_MICROVM_ID]);
+    if (fromHeader === undefined) throw new MicrovmIdMissingError(cfg.domain);
+    microvmId = checkId(fromHeader.trim());
+    idFrom = 'header';
+  }
+  const headerToken = first(headers[HEADER_AUTH])?.trim();
+  const bearer = headerToken === undefined ? bearerToken(headers[HEADER_PROXY_AUTHORIZATION]) : undefined;
+  const token = headerToken ?? bearer;
+  return {
+    microvmId,
+    port,
+    token,
+    idFrom,
+    tokenFrom:
+      headerToken !== undefined ? 'header' : bearer !== undefined ? 'proxy-authorization' : undefined,
+    path: authority,
+    fromQuery: undefined,
+    forceH2: false,
+    appSubprotocols: [],
+    offeredHearthSubprotocol: false,
   };
 }
 

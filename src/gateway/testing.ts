@@ -7,7 +7,8 @@ import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import type { GatewayActivity, GatewayBackend, VmRoute } from './backend.js';
 import { createGateway, type Gateway, type GatewayOptions, type ListenOptions } from './gateway.js';
 import type { AllowedPort } from './tokens.js';
@@ -18,6 +19,8 @@ export interface FakeVmOptions {
   autoResume?: boolean;
   streamsCountAsActivity?: boolean;
   tokenGeneration?: number;
+  /** The ingress connector (default 'http', HTTP_INGRESS). */
+  ingress?: VmRoute['ingress'];
 }
 
 /**
@@ -45,6 +48,7 @@ export class FakeBackend implements GatewayBackend {
       tokenGeneration: o.tokenGeneration ?? 1,
       instance: this.nextInstance++,
       streamsCountAsActivity: o.streamsCountAsActivity ?? true,
+      ingress: o.ingress ?? 'http',
     };
     this.vms.set(id, r);
     return r;
@@ -106,10 +110,7 @@ export class FakeBackend implements GatewayBackend {
 }
 
 /** Starts `server` on 127.0.0.1 port 0 and returns its port. */
-export function listenLocal(server: {
-  listen: http.Server['listen'];
-  address: http.Server['address'];
-}): Promise<number> {
+export function listenLocal(server: Pick<net.Server, 'listen' | 'address'>): Promise<number> {
   return new Promise((resolve) =>
     server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port)),
   );
@@ -296,4 +297,114 @@ export async function startGatewayKit(
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+// ---- Raw TCP: a guest service that is not HTTP, and a CONNECT client ----
+
+/** One connection a LineEchoServer accepted: every byte it received, and whether the client sent FIN. */
+export interface LineEchoConnection {
+  received: Buffer[];
+  ended: boolean;
+  closed: boolean;
+  socket: net.Socket;
+}
+
+/**
+ * A line-based TCP echo service (not HTTP): answers each line `x` with `echo: x`, and a FIN with
+ * `bye` then its own FIN (half-close: it still answers after the client stopped sending). With
+ * `greetAndEnd`, it instead sends `hello from guest` and FIN at once, and keeps reading.
+ */
+export function lineEchoServer(o: { greetAndEnd?: boolean } = {}): {
+  server: net.Server;
+  conns: LineEchoConnection[];
+} {
+  const conns: LineEchoConnection[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    const c: LineEchoConnection = { received: [], ended: false, closed: false, socket: s };
+    conns.push(c);
+    s.on('error', () => undefined);
+    s.on('close', () => (c.closed = true));
+    if (o.greetAndEnd) {
+      s.end('hello from guest\n');
+      s.on('data', (d: Buffer) => c.received.push(d));
+      s.on('end', () => (c.ended = true));
+      return;
+    }
+    let pending = '';
+    s.on('data', (d: Buffer) => {
+      c.received.push(d);
+      const text = pending + d.toString('latin1');
+      const last = text.lastIndexOf('\n');
+      pending = text.slice(last + 1);
+      if (last < 0) return;
+      const lines = text.slice(0, last).split('\n');
+      s.write(lines.map((l) => `echo: ${l}\n`).join(''), 'latin1');
+    });
+    s.on('end', () => {
+      c.ended = true;
+      s.end('bye\n');
+    });
+  });
+  return { server, conns };
+}
+
+/** The answer to a CONNECT: status, head, and the open socket (200) or the JSON body (errors). */
+export interface ConnectAnswer {
+  status: number;
+  /** The response head, without the blank line. */
+  head: string;
+  /** Bytes read past the head: the first tunnel bytes (200), the error body (else). */
+  rest: Buffer;
+  socket: net.Socket;
+  json<T = Record<string, unknown>>(): T;
+}
+
+/**
+ * Reads one HTTP/1.1 answer from `socket`: the head, then the body if it has a Content-Length. What
+ * follows a head without one (a 200 to CONNECT) is returned in `rest` as far as read; the socket is
+ * left paused.
+ */
+export async function readAnswer(socket: net.Socket): Promise<ConnectAnswer> {
+  let buf = Buffer.alloc(0);
+  const onData = (d: Buffer) => (buf = Buffer.concat([buf, d]));
+  socket.on('data', onData);
+  socket.resume();
+  const wait = async (done: () => boolean): Promise<void> => {
+    while (!done()) {
+      if (socket.readableEnded || socket.destroyed) throw new Error(`closed early: ${buf.toString()}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  try {
+    await wait(() => buf.includes('\r\n\r\n'));
+    const end = buf.indexOf('\r\n\r\n');
+    const head = buf.subarray(0, end).toString('latin1');
+    const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? 0);
+    const len = /\r\ncontent-length: *(\d+)/i.exec(head)?.[1];
+    if (len !== undefined) await wait(() => buf.length >= end + 4 + Number(len));
+    const rest = buf.subarray(end + 4);
+    return { status, head, rest, socket, json: <T>() => JSON.parse(rest.toString()) as T };
+  } finally {
+    socket.off('data', onData);
+    socket.pause();
+  }
+}
+
+/**
+ * Sends `request` (raw HTTP/1.1, a CONNECT head and anything after it) to the gateway at
+ * 127.0.0.1:`port`, over TLS trusting `tlsOpts.ca` (SNI `tlsOpts.servername`) or plaintext, and
+ * reads the answer (readAnswer). The socket allows half-close.
+ */
+export function sendConnect(
+  port: number,
+  request: string | Buffer,
+  tlsOpts?: { ca: string; servername: string },
+): Promise<ConnectAnswer> {
+  const socket: net.Socket = tlsOpts
+    ? tls.connect({ host: '127.0.0.1', port, ...tlsOpts })
+    : net.connect({ host: '127.0.0.1', port });
+  socket.allowHalfOpen = true;
+  socket.on('error', () => undefined);
+  socket.write(request);
+  return readAnswer(socket);
 }

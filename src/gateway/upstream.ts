@@ -2,14 +2,15 @@
  * Connections from the gateway to apps inside microVMs. HTTP/1.1: one keep-alive connection pool
  * (undici Agent) per microVM *instance*: a resumed VM is a new instance with a new pool, so a socket
  * pooled before a suspend is never reused. h2c: one multiplexed session per (instance, port), opened
- * on first use. WebSocket upgrades use a fresh connection each (proxy-ws.ts).
+ * on first use. WebSocket upgrades and CONNECT tunnels use a fresh connection each (proxy-ws.ts,
+ * proxy-connect.ts).
  *
  * undici rather than node:http for HTTP/1.1: it costs about a third less CPU per proxied request
  * (bench/gateway-proxy.ts), which is most of the gateway's budget.
  */
 import type http from 'node:http';
 import http2 from 'node:http2';
-import { isIPv6 } from 'node:net';
+import net, { isIPv6 } from 'node:net';
 import { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import type { Dispatcher } from 'undici';
@@ -196,6 +197,31 @@ export class Upstreams {
       );
       s.once('connect', () => clearTimeout(t));
       s.once('close', () => clearTimeout(t));
+    });
+  }
+
+  /**
+   * Opens a raw TCP connection to (route's address, port) for a CONNECT tunnel: half-close allowed
+   * (the tunnel forwards each side's FIN), Nagle off. Precondition: route.address is set (RUNNING).
+   * Rejects with a GatewayError: UPSTREAM_UNREACHABLE (nothing listens), UPSTREAM_CONNECT_TIMEOUT
+   * after connectTimeoutMs, UPSTREAM_RESET. The socket is the caller's: it must destroy it.
+   */
+  connectTcp(route: VmRoute, port: number): Promise<net.Socket> {
+    const id = route.microvmId;
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: route.address!, port, allowHalfOpen: true, noDelay: true });
+      const timer = setTimeout(
+        () => s.destroy(new UpstreamTimeoutError(id, port, this.o.connectTimeoutMs)),
+        this.o.connectTimeoutMs,
+      );
+      s.once('connect', () => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      s.on('error', (err) => {
+        clearTimeout(timer);
+        reject(upstreamError(id, port, err)); // no effect once connected: the tunnel listens too
+      });
     });
   }
 
