@@ -11,6 +11,7 @@ import { DataDir } from '../config/data-dir.js';
 import { CONFIG_KEYS, flagName, loadServerConfig, type ServerConfig } from '../config/server-config.js';
 import { ImageService } from '../core/images.js';
 import { DEFAULT_VM_SUBNET } from '../core/egress-rules.js';
+import { ingressModeOf } from '../core/connector-arns.js';
 import { MicrovmService } from '../core/microvms.js';
 import { NetworkConnectorService } from '../core/network-connectors.js';
 import type { GatewayBackend, VmRoute } from '../gateway/backend.js';
@@ -185,6 +186,7 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
       tokenGeneration: rec.tokenGeneration,
       instance: vm?.instance ?? 0,
       streamsCountAsActivity: rec.idlePolicy?.openStreamsCountAsActivity ?? true,
+      ingress: ingressModeOf(rec.ingressNetworkConnectors),
     };
   };
   const backend: GatewayBackend = {
