@@ -8,9 +8,12 @@ import {
   TerminateMicrovmCommand,
   createEndpointToken,
   hearthRequest,
+  managedConnectorArn,
+  type ManagedConnectorName,
   waitForImageVersion,
   waitForMicrovm,
 } from '../../src/sdk/index.js';
+import { sendConnect } from '../../src/gateway/testing.js';
 import { BASE_ARN, fixtureImage } from '../helpers/images.js';
 import { callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -37,11 +40,12 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
     await t.stop();
   });
 
-  async function launch(autoResumeEnabled: boolean) {
+  async function launch(autoResumeEnabled: boolean, ingress?: ManagedConnectorName) {
     const run = await t.client.send(
       new RunMicrovmCommand({
         imageIdentifier: IMAGE,
         idlePolicy: { maxIdleDurationSeconds: 3600, suspendedDurationSeconds: 3600, autoResumeEnabled },
+        ...(ingress ? { ingressNetworkConnectors: [managedConnectorArn('local', ingress)] } : {}),
       }),
     );
     const vm = await waitForMicrovm(t.client, run.microvmId!, ['RUNNING']);
@@ -125,6 +129,41 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
     const wrongPort = await callEndpoint(t, vm.endpoint, { token: vm.token, port: 9000 });
     expect(wrongPort.status).toBe(403);
     await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.id }));
+  });
+
+  it('ALL_INGRESS carries raw TCP through a CONNECT tunnel (resuming a SUSPENDED microVM); HTTP_INGRESS refuses it', async () => {
+    const connectTo = async (vm: { id: string; endpoint: string; token: string }) => {
+      const [host, port] = vm.endpoint.split(':') as [string, string];
+      return sendConnect(
+        Number(port),
+        `CONNECT ${host}:8080 HTTP/1.1\r\nHost: ${host}:8080\r\nX-Hearth-Proxy-Auth: ${vm.token}\r\n\r\n`,
+        { ca: t.ca, servername: host },
+      );
+    };
+    const all = await launch(true, 'ALL_INGRESS');
+    await t.client.send(new SuspendMicrovmCommand({ microvmIdentifier: all.id }));
+    const tunnel = await connectTo(all);
+    expect(tunnel.status).toBe(200);
+    expect((await t.client.send(new GetMicrovmCommand({ microvmIdentifier: all.id }))).state).toBe('RUNNING');
+    // Raw bytes through the tunnel: an HTTP/1.0 exchange written by hand, the guest's answer read back.
+    tunnel.socket.write('GET / HTTP/1.0\r\n\r\n');
+    tunnel.socket.resume();
+    const reply = await new Promise<string>((resolve) => {
+      let got = tunnel.rest.toString();
+      tunnel.socket.on('data', (c: Buffer) => (got += c.toString()));
+      tunnel.socket.on('end', () => resolve(got));
+    });
+    expect(reply).toMatch(/^HTTP\/1\.[01] 200/);
+    expect(reply).toContain('"count"');
+    tunnel.socket.destroy();
+
+    const http = await launch(true);
+    const refused = await connectTo(http);
+    expect(refused.status).toBe(403);
+    expect(refused.json()).toMatchObject({ code: 'INGRESS_PROTOCOL_NOT_ALLOWED' });
+    refused.socket.destroy();
+    for (const id of [all.id, http.id])
+      await t.client.send(new TerminateMicrovmCommand({ microvmIdentifier: id }));
   });
 
   it('an unfinished request keeps the microVM busy by default; with openStreamsCountAsActivity false it does not', async () => {
