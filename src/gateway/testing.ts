@@ -24,7 +24,8 @@ export interface FakeVmOptions {
 }
 
 /**
- * An in-memory backend. `resumeDelayMs` makes ensureRunning slow; `failResume` makes it reject.
+ * An in-memory backend. `resumeDelayMs` (and `resumeGate`) make ensureRunning slow; `failResume`
+ * makes it reject.
  * Concurrent ensureRunning calls for one VM share one resume (counted in `resumes`).
  */
 export class FakeBackend implements GatewayBackend {
@@ -35,6 +36,8 @@ export class FakeBackend implements GatewayBackend {
   readonly ensureCalls = new Map<string, number>();
   readonly activityLog: Array<{ microvmId: string } & GatewayActivity> = [];
   resumeDelayMs = 0;
+  /** When set, a resume also waits for this (a test releases it once its requests are all held). */
+  resumeGate: Promise<unknown> | undefined;
   failResume: Error | undefined;
   private readonly inflight = new Map<string, Promise<VmRoute>>();
   private nextInstance = 1;
@@ -89,6 +92,7 @@ export class FakeBackend implements GatewayBackend {
     if (!r) throw new Error(`no microVM ${id}`);
     if (r.state === 'RUNNING') return { ...r };
     await new Promise((res) => setTimeout(res, this.resumeDelayMs));
+    await this.resumeGate;
     if (this.failResume) throw this.failResume;
     this.resumes.set(id, (this.resumes.get(id) ?? 0) + 1);
     r.state = 'RUNNING';
