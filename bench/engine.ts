@@ -18,7 +18,8 @@ import { percentile, round, summary } from './stats.js';
 const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
 
 async function firstReply(vm: MicroVm): Promise<void> {
-  const res = await httpGet(`http://${vm.hostAddress}:8080/`);
+  const at = await vm.tcpEndpoint(8080);
+  const res = await httpGet(`http://${at.host}:${at.port}/`);
   if (res.status !== 200) throw new Error(`reply ${res.status}`);
 }
 

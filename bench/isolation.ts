@@ -24,6 +24,7 @@ import { setupHost } from '../src/setup/setup.js';
 import { run } from '../src/util/exec.js';
 import { httpGet } from '../src/util/http-get.js';
 import { Engine, type Template } from '../src/vmm/engine.js';
+import type { MicroVm } from '../src/vmm/microvm.js';
 import { percentile, summary } from './stats.js';
 
 const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
@@ -44,8 +45,9 @@ const MODES: Mode[] = [
   { name: 'jailed', engine: { jail: true, cgroups: true }, egress: POLICY },
 ];
 
-async function firstReply(address: string): Promise<void> {
-  const res = await httpGet(`http://${address}:8080/`);
+async function firstReply(vm: MicroVm): Promise<void> {
+  const at = await vm.tcpEndpoint(8080);
+  const res = await httpGet(`http://${at.host}:${at.port}/`);
   if (res.status !== 200) throw new Error(`reply ${res.status}`);
 }
 
@@ -80,7 +82,7 @@ async function launchRound(dataDir: DataDir, mode: Mode, n: number, round: numbe
       const id = `bench-iso-${mode.name}-${round}-${i}`;
       const t = performance.now();
       const vm = await engine.clone(template, { vmId: id, ...(mode.egress ? { egress: mode.egress } : {}) });
-      await firstReply(vm.hostAddress!);
+      await firstReply(vm);
       ms.push(performance.now() - t);
       await engine.destroy(id);
     }
@@ -178,7 +180,7 @@ export async function main(argv: string[]): Promise<void> {
     const template = await engine.template(TEMPLATE);
     for (let i = 0; i < Number(values.launches); i++) {
       const vm = await engine.clone(template, { vmId: `bench-iso-many-${i}`, egress: POLICY });
-      await firstReply(vm.hostAddress!);
+      await firstReply(vm);
       await engine.destroy(vm.id);
     }
   } finally {

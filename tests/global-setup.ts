@@ -39,7 +39,8 @@ export default async function setup(project: TestProject): Promise<void> {
       waitForPort: COUNTER_PORT,
     });
     // Serve a few requests first: clones must continue from this state (count 3), not from a fresh start.
-    for (let i = 0; i < TEMPLATE_REQUESTS; i++) await httpGet(`http://${vm.hostAddress}:${COUNTER_PORT}/`);
+    const at = await vm.tcpEndpoint(COUNTER_PORT);
+    for (let i = 0; i < TEMPLATE_REQUESTS; i++) await httpGet(`http://${at.host}:${at.port}/`);
     await engine.createTemplate(vm, templateId);
   } finally {
     await engine.close();

@@ -2,7 +2,6 @@ import { callHook, callHookUntilOk } from '../hooks/hook-client.js';
 import type { WorkloadSpec } from '../guest/workload-config.js';
 import type { Engine, Template } from '../vmm/engine.js';
 import type { MicroVm } from '../vmm/microvm.js';
-import { waitForTcp } from '../util/net-wait.js';
 import type { HooksConfig } from '../core/model.js';
 import { BuildFailure } from './build-failure.js';
 import { httpGet } from '../util/http-get.js';
@@ -60,14 +59,14 @@ export async function bake(engine: Engine, o: BakeOptions): Promise<Template> {
     } catch (e) {
       throw new BuildFailure('READY_TIMEOUT', `the VM did not start: ${(e as Error).message}`);
     }
-    const host = vm.hostAddress!;
     const remainingMs = () => Math.max(1, timeoutS * 1000 - (Date.now() - started));
     const abort = () => vm?.process?.exitError();
     const readyHook = o.hooks?.microvmImageHooks?.ready === 'ENABLED';
     if (readyHook) {
       const port = o.hooks!.port!;
       o.log(`waiting for the ready hook on port ${port} (up to ${timeoutS} s)`);
-      const r = await callHookUntilOk(host, port, 'ready', {}, remainingMs(), { abort });
+      const at = await vm.tcpEndpoint(port);
+      const r = await callHookUntilOk(at.host, at.port, 'ready', {}, remainingMs(), { abort });
       if (!r.ok) {
         const tail = await vm.consoleTail(15);
         if (r.status !== 0 && r.status !== 503) {
@@ -83,8 +82,9 @@ export async function bake(engine: Engine, o: BakeOptions): Promise<Template> {
       }
     } else {
       o.log(`waiting for port ${o.appPort} to accept connections (up to ${timeoutS} s)`);
+      let at;
       try {
-        await waitForTcp(host, o.appPort, remainingMs(), abort);
+        at = await vm.waitForPort(o.appPort, remainingMs());
       } catch {
         throw new BuildFailure(
           'READY_TIMEOUT',
@@ -93,7 +93,7 @@ export async function bake(engine: Engine, o: BakeOptions): Promise<Template> {
       }
       // One request before the snapshot, so that what an app does lazily on its first request
       // (imports, route compilation, caches) is already done in every microVM launched from it.
-      const warm = await warmUp(host, o.appPort, Math.min(30_000, remainingMs()));
+      const warm = await warmUp(at.host, at.port, Math.min(30_000, remainingMs()));
       o.log(warm);
     }
     o.log(`ready after ${((Date.now() - started) / 1000).toFixed(1)} s; snapshotting memory and disk`);
@@ -118,7 +118,8 @@ async function validate(engine: Engine, template: Template, o: BakeOptions): Pro
   o.log(`running the validate hook on a microVM restored from the snapshot (up to ${timeoutS} s)`);
   const clone = await engine.clone(template, { vmId: id });
   try {
-    const r = await callHook(clone.hostAddress!, o.hooks!.port!, 'validate', {}, timeoutS * 1000);
+    const at = await clone.tcpEndpoint(o.hooks!.port!);
+    const r = await callHook(at.host, at.port, 'validate', {}, timeoutS * 1000);
     if (r.status !== 200) {
       throw new BuildFailure(
         'VALIDATE_HOOK_FAILED',

@@ -41,3 +41,20 @@ export class DnsForwarderError extends HearthError {
     });
   }
 }
+
+/**
+ * A guest was to get egress (an egress connector: INTERNET_EGRESS or an allow-list) on a Hearth
+ * with user-mode networking, which cannot enforce one: QEMU's user-mode stack either reaches
+ * everything the host reaches or nothing, so Hearth gives guests nothing and refuses the rest.
+ */
+export class EgressUnenforceableError extends HearthError {
+  readonly code = 'NET_EGRESS_UNENFORCEABLE';
+  constructor() {
+    super(
+      'this Hearth runs without root (user-mode networking): egress connectors cannot be enforced; run it as root or without egress connectors',
+      {
+        hint: 'leave egressNetworkConnectors out (the microVM then reaches nothing), or run Hearth as root, where network namespaces and nftables enforce egress connectors',
+      },
+    );
+  }
+}

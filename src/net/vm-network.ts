@@ -21,6 +21,7 @@ import { NetworkExhaustedError, NetworkSetupError } from './errors.js';
 import { cidr, type Cidr } from './ipv4.js';
 import { DENY_ALL_EGRESS, needsDns, type EgressPolicy } from './policy.js';
 import { RootFirewall } from './root-firewall.js';
+import type { NetworkMode, VmNetwork, VmNetworks } from './vm-networks.js';
 
 const log = createLogger('net');
 
@@ -44,7 +45,9 @@ export const GUEST_GATEWAY_MAC = '02:48:54:00:00:01';
 export const GUEST_DNS = GUEST_GATEWAY;
 export const TAP_NAME = 'tap0';
 
-export interface VmNetwork {
+/** A VM's network namespace with its tap (absent `kind`: recorded before user-mode networks existed). */
+export interface TapNetwork {
+  kind?: 'tap';
   slot: number;
   netnsName: string;
   /** For `nsenter --net=`: QEMU runs here to open the tap. */
@@ -80,13 +83,20 @@ export interface NetworkManagerOptions {
   hostnameResolveTimeoutMs?: number;
 }
 
+/** A namespace network handed back to the manager (a user-mode one here is a bug of the caller). */
+function tapOnly(net: VmNetwork): TapNetwork {
+  if (net.kind === 'user')
+    throw new TypeError(`network slot ${net.slot} is a user-mode network, not a tap network`);
+  return net;
+}
+
 function tapOwner(uid: number | undefined): string {
   return uid === undefined ? '' : ` user ${uid} group ${uid}`;
 }
 
 /** A VM network with a policy other than deny-all, while a VM holds it. */
 interface ActiveEgress {
-  net: VmNetwork;
+  net: TapNetwork;
   policy: EgressPolicy;
   dns: DnsClient;
   /** 'set address' -> when its set element expires (ms since epoch), to skip redundant updates. */
@@ -124,7 +134,8 @@ function slotAddresses(base: number[], slot: number): { hostIp: string; endpoint
  * into VM links) is shared by all VMs of the manager, and guests that need DNS are redirected to one
  * forwarder (dns-forwarder.ts). Releasing a network takes its policy away before it is recycled.
  */
-export class NetworkManager {
+export class NetworkManager implements VmNetworks {
+  readonly mode: NetworkMode = 'namespaces';
   private readonly base: number[];
   private readonly subnet: Cidr;
   private readonly root: RootFirewall;
@@ -137,7 +148,7 @@ export class NetworkManager {
   private readonly names = new Map<string, CachedName>();
   private readonly slots: number;
   private nextHint = 0;
-  private readonly spares: VmNetwork[] = [];
+  private readonly spares: TapNetwork[] = [];
   private readonly inUse = new Set<number>();
   private readonly background = new Set<Promise<unknown>>();
   private refillTimer: NodeJS.Timeout | undefined;
@@ -168,7 +179,8 @@ export class NetworkManager {
    * pointed at this process's forwarder and its link is put back in the host table, in the
    * background.
    */
-  adopt(net: VmNetwork): void {
+  adopt(vmNet: VmNetwork): void {
+    const net = tapOnly(vmNet);
     this.inUse.add(net.slot);
     const policy = this.readSlotPolicy(net.slot);
     if (!isDenyAll(policy)) this.activate(net, policy);
@@ -199,12 +211,17 @@ export class NetworkManager {
     return this.inUse.size;
   }
 
+  /** Throws NET_POLICY_INVALID for a malformed policy or one opening what no VM may reach. */
+  checkEgress(policy: Readonly<EgressPolicy>): void {
+    validateEgressPolicy(policy, this.subnet);
+  }
+
   /**
    * A ready network for a VM whose guest may reach what `egress` allows: a spare if one is ready
    * (the pool is then refilled in the background, a little later, so the refill does not compete
    * with the launch), else a new one.
    */
-  async acquire(egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS): Promise<VmNetwork> {
+  async acquire(egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS): Promise<TapNetwork> {
     const { net, policyApplied } = await this.take(egress);
     try {
       await policyApplied;
@@ -224,7 +241,7 @@ export class NetworkManager {
    */
   async take(
     egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS,
-  ): Promise<{ net: VmNetwork; policyApplied: Promise<void> }> {
+  ): Promise<{ net: TapNetwork; policyApplied: Promise<void> }> {
     const policy = validateEgressPolicy(egress, this.subnet);
     const net = this.spares.shift() ?? (await this.create());
     this.inUse.add(net.slot);
@@ -246,7 +263,7 @@ export class NetworkManager {
    * started if the policy needs it, the policy's host names resolved (bounded), then one
    * `nft -f` batch in the namespace.
    */
-  private async applyEgress(net: VmNetwork, policy: EgressPolicy): Promise<void> {
+  private async applyEgress(net: TapNetwork, policy: EgressPolicy): Promise<void> {
     const t0 = performance.now();
     await this.root.enableForwarding();
     const dns = needsDns(policy) ? await this.dnsForwarder() : undefined;
@@ -282,7 +299,7 @@ export class NetworkManager {
   }
 
   /** Records a network's policy so the DNS forwarder serves it. */
-  private activate(net: VmNetwork, policy: EgressPolicy): ActiveEgress {
+  private activate(net: TapNetwork, policy: EgressPolicy): ActiveEgress {
     const e: ActiveEgress = {
       net,
       policy,
@@ -415,7 +432,7 @@ export class NetworkManager {
 
   /** Runs an nft script inside a VM's namespace. NetworkSetupError(step) on failure. */
   private async nsNft(
-    net: Pick<VmNetwork, 'netnsPath'>,
+    net: Pick<TapNetwork, 'netnsPath'>,
     script: string,
     step: string,
     timeoutMs = NFT_TIMEOUT_MS,
@@ -451,7 +468,8 @@ export class NetworkManager {
    * tracking table is flushed first, so no flow of the previous VM is known to the next. Otherwise
    * it is destroyed.
    */
-  release(net: VmNetwork): void {
+  release(vmNet: VmNetwork): void {
+    const net = tapOnly(vmNet);
     this.inUse.delete(net.slot);
     const applying = this.applying.get(net.slot);
     const work = (async () => {
@@ -533,7 +551,7 @@ export class NetworkManager {
   }
 
   /** Claims a slot and builds its namespace, veth pair, tap and rules. */
-  async create(): Promise<VmNetwork> {
+  async create(): Promise<TapNetwork> {
     await mkdir(this.opts.stateDir, { recursive: true });
     await this.ensureRoot();
     for (let tries = 0; tries < this.slots; tries++) {
@@ -559,9 +577,10 @@ export class NetworkManager {
     throw new NetworkExhaustedError(this.slots);
   }
 
-  describe(slot: number): VmNetwork {
+  describe(slot: number): TapNetwork {
     const name = NetworkManager.netnsName(slot);
     return {
+      kind: 'tap',
       slot,
       netnsName: name,
       netnsPath: `/run/netns/${name}`,
@@ -573,7 +592,7 @@ export class NetworkManager {
     };
   }
 
-  private async configure(n: VmNetwork): Promise<void> {
+  private async configure(n: TapNetwork): Promise<void> {
     const rootBatch = [
       `link add ${n.hostVeth} type veth peer name eth0 netns ${n.netnsName}`,
       `addr add ${n.hostIp}/30 dev ${n.hostVeth}`,
@@ -647,7 +666,7 @@ table inet hearth {
   }
 
   /** Removes the namespace (and with it the veth pair, tap and rules). Idempotent. */
-  async destroy(n: Pick<VmNetwork, 'slot' | 'netnsName' | 'hostVeth'>): Promise<void> {
+  async destroy(n: Pick<TapNetwork, 'slot' | 'netnsName' | 'hostVeth'>): Promise<void> {
     await run(
       'sh',
       [

@@ -1,5 +1,5 @@
 import type { DataDir } from '../config/data-dir.js';
-import type { NetworkManager } from '../net/vm-network.js';
+import type { VmNetworks } from '../net/vm-networks.js';
 import type { HostArtifacts } from '../setup/host-artifacts.js';
 import type { Logger } from '../util/log.js';
 import type { CgroupManager } from '../jail/cgroups.js';
@@ -11,7 +11,8 @@ export interface EngineContext {
   dataDir: DataDir;
   artifacts: HostArtifacts;
   log: Logger;
-  network: NetworkManager;
+  /** The VMs' networks: namespaces (root) or user-mode (no root); see net/vm-networks.ts. */
+  network: VmNetworks;
   verified: VerifiedFiles;
   /** Cap on TCG's code cache per VM, MiB. */
   tcgCacheMiB: number;

@@ -11,13 +11,14 @@ import type { DataDir } from '../config/data-dir.js';
 import { assertSafeId } from '../config/data-dir.js';
 import { bootConfigArchive, type WorkloadSpec } from '../guest/workload-config.js';
 import type { EgressPolicy } from '../net/policy.js';
+import { UserNetworks } from '../net/user-network.js';
 import { GUEST_DNS, GUEST_GATEWAY, GUEST_IP, GUEST_PREFIX, NetworkManager } from '../net/vm-network.js';
+import type { NetworkMode, VmNetworks } from '../net/vm-networks.js';
 import { loadHostArtifacts, type HostArtifacts } from '../setup/host-artifacts.js';
 import { run } from '../util/exec.js';
 import { fsyncDir, fsyncFile, writeFileAtomic } from '../util/fs-atomic.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { Mutex } from '../util/mutex.js';
-import { waitForTcp } from '../util/net-wait.js';
 import type { EngineContext } from './context.js';
 import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
@@ -42,6 +43,8 @@ import { HOSTNAME_PATTERN } from './guest-control.js';
 import { suspendVm } from './vm-suspend.js';
 import { restoreClone, resumeVm, verifyGeneration } from './vm-restore.js';
 import { killOrphanQemus } from './orphans.js';
+import { hostProtections, type HostProtections } from './host-protections.js';
+import { hmpOf } from './launch.js';
 
 /** Another Hearth process already uses this data directory. */
 export class EngineLockedError extends HearthError {
@@ -68,9 +71,22 @@ export class VmNotFoundError extends HearthError {
  */
 async function openCgroups(dataDir: DataDir, log: Logger): Promise<CgroupManager | undefined> {
   const probe = await CgroupManager.probe(undefined, `hearth-${sha256(dataDir.root).slice(0, 12)}`);
-  if (!probe.manager)
-    log.warn('no control groups: microVMs run without memory, task and CPU limits', { reason: probe.reason });
+  if (!probe.manager) log.info('control groups unavailable', { reason: probe.reason });
   return probe.manager;
+}
+
+/**
+ * The VMs' networks: network namespaces as root, else QEMU's user-mode networking (which needs no
+ * privilege and enforces deny-all egress only).
+ */
+function openNetworks(dataDir: DataDir, mode: NetworkMode, o: EngineOptions, jailed: boolean): VmNetworks {
+  if (mode === 'user-mode') return new UserNetworks();
+  return new NetworkManager({
+    stateDir: join(dataDir.root, 'run', 'net'),
+    ...(o.vmSubnet ? { subnet: o.vmSubnet } : {}),
+    // A jailed QEMU opens its tap without privileges: the tap belongs to its uid.
+    ...(jailed ? { tapOwnerUid: (slot: number) => vmUid(slot) } : {}),
+  });
 }
 
 /** The jailer binary and the empty directory every jail mounts its root on (in its own namespace). */
@@ -104,6 +120,12 @@ export interface EngineOptions {
    * holding only its own files (see launch.ts). Default true when running as root (it needs root).
    */
   jail?: boolean;
+  /**
+   * How guests are networked: 'namespaces' (a namespace, tap and nftables per VM; needs root;
+   * enforces egress policies) or 'user-mode' (QEMU's own restricted stack, forwards on 127.0.0.1;
+   * no privilege; deny-all egress only). Default: 'namespaces' as root, else 'user-mode'.
+   */
+  network?: NetworkMode;
 }
 
 export interface BootOptions {
@@ -179,19 +201,14 @@ export class Engine {
     const lockFile = join(dataDir.root, 'engine.lock');
     await acquireLock(lockFile, dataDir.root);
     const binDir = join(dataDir.cacheDir, 'jail');
-    const jail =
-      (opts.jail ?? true) && process.getuid?.() === 0 ? await openJail(dataDir, binDir) : undefined;
-    if (!jail) log.warn('QEMU runs unjailed (as this user, seeing its files): the jail needs root');
+    const root = process.getuid?.() === 0;
+    const jail = (opts.jail ?? true) && root ? await openJail(dataDir, binDir) : undefined;
+    const networkMode = opts.network ?? (root ? 'namespaces' : 'user-mode');
     const ctx: EngineContext = {
       dataDir,
       artifacts,
       log,
-      network: new NetworkManager({
-        stateDir: join(dataDir.root, 'run', 'net'),
-        ...(opts.vmSubnet ? { subnet: opts.vmSubnet } : {}),
-        // A jailed QEMU opens its tap without privileges: the tap belongs to its uid.
-        ...(jail ? { tapOwnerUid: (slot: number) => vmUid(slot) } : {}),
-      }),
+      network: openNetworks(dataDir, networkMode, opts, jail !== undefined),
       verified: new VerifiedFiles(),
       tcgCacheMiB: opts.tcgCacheMiB ?? 128,
       cgroups: opts.cgroups === false ? undefined : await openCgroups(dataDir, log),
@@ -201,8 +218,30 @@ export class Engine {
       templateRam: new TemplateRam(await ensureSealBinary(binDir)),
     };
     const engine = new Engine(ctx, lockFile);
+    // One warning per protection this host cannot give (the API's GET /hearth/v1/host lists them too).
+    for (const w of engine.protections.warnings) log.warn(w);
     await engine.cleanupAfterCrash(opts.adoptRunning ?? false);
     return engine;
+  }
+
+  /** What this engine enforces around its VMs and what it cannot here (see host-protections.ts). */
+  get protections(): HostProtections {
+    return hostProtections({
+      accelerator: this.ctx.artifacts.accel.accel,
+      jail: this.ctx.jail !== undefined,
+      cgroups: this.ctx.cgroups !== undefined,
+      network: this.ctx.network.mode,
+      uid: process.getuid?.() ?? -1,
+    });
+  }
+
+  /**
+   * Throws unless this engine can give a guest egress `policy`: NET_POLICY_INVALID (malformed or
+   * opening what no VM may reach), NET_EGRESS_UNENFORCEABLE (anything but deny-all with user-mode
+   * networking). Nothing is started; check before recording a launch.
+   */
+  checkEgress(policy: Readonly<EgressPolicy>): void {
+    this.ctx.network.checkEgress(policy);
   }
 
   private async cleanupAfterCrash(adoptRunning: boolean): Promise<void> {
@@ -264,6 +303,8 @@ export class Engine {
         vm.qmp = await QmpClient.connect(L.qmpSocket, { timeoutMs: 5_000, abort: () => proc.exitError() });
         const st = await vm.qmp.execute<{ status: string }>('query-status');
         vm.adoptedStatus = st.status;
+        // The forwards its QEMU already listens on, so that they are used rather than added again.
+        if (state.network.kind === 'user') await vm.forwards.attach(hmpOf(vm), 'adopt');
       } catch (e) {
         this.ctx.log.warn('could not adopt a running VM', { vm: id, error: (e as Error).message });
         proc.kill('SIGKILL');
@@ -326,6 +367,7 @@ export class Engine {
       qemuVersion: this.ctx.artifacts.qemuVersion,
       kernelRelease: this.ctx.artifacts.kernel.release,
       network: m.network,
+      ...(m.network ? { networkMode: m.networkMode ?? 'namespaces' } : {}),
       cpuModel: cpuModel(m.accel),
     };
   }
@@ -345,6 +387,7 @@ export class Engine {
     const hostname = o.hostname ?? o.vmId;
     if (!HOSTNAME_PATTERN.test(hostname))
       throw new RangeError(`hostname '${hostname.slice(0, 70)}' is not a valid host name`);
+    const networkMode = this.ctx.network.mode;
     const machine: MachineConfig = {
       memoryMiB: o.memoryMiB ?? DEFAULT_MEMORY_MIB,
       vcpus: o.vcpus ?? 1,
@@ -356,10 +399,13 @@ export class Engine {
         `hearth.ip=${GUEST_IP}/${GUEST_PREFIX}`,
         `hearth.gw=${GUEST_GATEWAY}`,
         `hearth.hostname=${hostname}`,
-        `hearth.dns=${GUEST_DNS}`,
+        // With user-mode networking no resolver is ever reachable: without hearth.dns the guest's
+        // resolv.conf names its own loopback, so a lookup fails at once instead of timing out.
+        ...(networkMode === 'namespaces' ? [`hearth.dns=${GUEST_DNS}`] : []),
       ]),
       tcgCacheMiB: this.ctx.tcgCacheMiB,
       network: true,
+      networkMode,
     };
     const record: VmRecord = {
       id: o.vmId,
@@ -399,12 +445,11 @@ export class Engine {
       });
       const timeoutMs = o.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
       const deadline = Date.now() + timeoutMs;
-      const abort = () => vm.process?.exitError();
       try {
         const control = await vm.control(timeoutMs);
         await control.ping(Math.max(1, deadline - Date.now()));
         if (o.waitForPort !== undefined) {
-          await waitForTcp(vm.network.endpointIp, o.waitForPort, Math.max(1, deadline - Date.now()), abort);
+          await vm.waitForPort(o.waitForPort, Math.max(1, deadline - Date.now()));
         }
       } catch (e) {
         // A closed guest channel is often the first sign that QEMU died: give its exit a moment to
@@ -531,7 +576,11 @@ export class Engine {
     const manifest = (this.templates.get(templateId)?.manifest ??
       (await readManifest(dir))) as TemplateManifest;
     const m = manifest.machineConfig;
-    checkCompatible(dir, manifest.machine, this.fingerprint({ ...m, accel: this.ctx.artifacts.accel.accel }));
+    checkCompatible(
+      dir,
+      manifest.machine,
+      this.fingerprint({ ...m, accel: this.ctx.artifacts.accel.accel, networkMode: this.ctx.network.mode }),
+    );
     return manifest;
   }
 
@@ -718,6 +767,7 @@ export class Engine {
       if (vm) {
         vm.process?.kill('SIGKILL');
         await this.teardown(vm, 'stopped', 'destroyed');
+        vm.forwards.clear();
       }
       await rm(new VmLayout(this.ctx.dataDir.vmsDir, vmId).dir, { recursive: true, force: true });
       this.vms.delete(vmId);
@@ -744,6 +794,7 @@ export class Engine {
     }
     vm.process = undefined;
     vm.disconnect();
+    vm.forwards.detach(); // they went with the process
     if (vm.network) {
       this.ctx.network.release(vm.network);
       vm.network = undefined;

@@ -111,8 +111,9 @@ export class SnapshotIncompatibleError extends HearthError {
   constructor(
     readonly snapshotPath: string,
     detail: string,
+    hint?: string,
   ) {
-    super(`snapshot ${snapshotPath} cannot be restored here: ${detail}`);
+    super(`snapshot ${snapshotPath} cannot be restored here: ${detail}`, hint === undefined ? {} : { hint });
   }
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { CgroupLimits, VmCgroup } from '../jail/cgroups.js';
 import { vmUid, type JailSpec } from '../jail/jailer.js';
 import type { SealedFile } from '../jail/sealed-file.js';
-import type { VmNetwork } from '../net/vm-network.js';
+import { asTapNetwork, type VmNetwork } from '../net/vm-networks.js';
 import type { EngineContext } from './context.js';
 import type { MicroVm } from './microvm.js';
 import { qemuArgs, type MachineConfig } from './qemu-args.js';
@@ -12,6 +12,7 @@ import { QemuProcess } from './qemu-process.js';
 import { QmpClient } from './qmp-client.js';
 import { connectUnix } from './unix-socket.js';
 import { QmpError } from './errors.js';
+import type { HmpCommand } from './port-forwards.js';
 
 let instances = 0;
 /** A number unique in this process for each QEMU process started or adopted. */
@@ -104,16 +105,23 @@ function jailFor(
   const m = vm.record.machine;
   const inVmDir = (f: string) => f.startsWith(vm.layout.dir + '/');
   const memoryBytes = m.memoryMiB * 2 ** 20;
+  const tap = asTapNetwork(o.network);
   return {
     uid,
     gid: uid,
-    netnsPath: o.network.netnsPath,
+    // A user-mode network is QEMU's own: its forwards listen in the host's namespace.
+    ...(tap ? { netnsPath: tap.netnsPath } : {}),
     rootDir: ctx.jail!.rootDir,
     readOnly: [
       ...new Set(['/usr', m.kernelPath, m.initrdPath, ...o.backingFiles].filter((f) => !inVmDir(f))),
     ],
     readWrite: [vm.layout.dir],
-    devices: ['/dev/net/tun', '/dev/null', '/dev/urandom', ...(m.accel === 'kvm' ? ['/dev/kvm'] : [])],
+    devices: [
+      ...(tap ? ['/dev/net/tun'] : []),
+      '/dev/null',
+      '/dev/urandom',
+      ...(m.accel === 'kvm' ? ['/dev/kvm'] : []),
+    ],
     cgroupProcsFiles: cg?.procsFiles ?? [],
     keepFds: 'sealed' in o.memory ? [3] : [],
     limits: {
@@ -141,6 +149,7 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
   await mkdir(L.runDir, { recursive: true, mode: 0o700 });
   const sealed = 'sealed' in o.memory ? o.memory.sealed : undefined;
   const ramFile = 'file' in o.memory ? o.memory.file : undefined;
+  const tap = asTapNetwork(o.network);
   const args = qemuArgs(vm.id, vm.record.machine, {
     memoryFile: ramFile ?? SEALED_RAM_PATH,
     memoryShared: ramFile !== undefined,
@@ -149,7 +158,7 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     agentSocket: L.agentSocket,
     controlSocket: L.controlSocket,
     consoleLog: L.consoleLog,
-    tapName: o.network.tapName,
+    ...(tap ? { tapName: tap.tapName } : {}),
     macAddress: o.network.macAddress,
     incoming: o.incoming,
   });
@@ -169,7 +178,7 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     proc = await QemuProcess.spawn({
       vmId: vm.id,
       args,
-      netnsPath: o.network.netnsPath,
+      ...(tap ? { netnsPath: tap.netnsPath } : {}),
       stderrFile: L.qemuLog,
       ...(uid !== undefined
         ? { jail: { jailer: ctx.jail!.jailer, spec: jailFor(ctx, vm, o, cg, uid) } }
@@ -199,6 +208,7 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
       timeoutMs: ctx.qmpConnectTimeoutMs,
       abort: () => proc.exitError(),
     });
+    if (o.network.kind === 'user') await attachForwards(vm);
     if (o.incoming) {
       await vm.qmp.execute('migrate-set-capabilities', {
         capabilities: [
@@ -214,6 +224,25 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     vm.qmp?.close();
     vm.qmp = undefined;
     throw proc.exitError() ?? e;
+  }
+}
+
+/** Sends human monitor commands (hostfwd_add, info usernet) to the VM's QEMU through QMP. */
+export function hmpOf(vm: MicroVm): HmpCommand {
+  const qmp = vm.qmp!;
+  return (commandLine) => qmp.execute<string>('human-monitor-command', { 'command-line': commandLine });
+}
+
+/**
+ * Binds the VM's forwards to its new QEMU process and adds back the ones it had before (a resume:
+ * preferably on the same host ports). A forward that fails now is only logged: it is added again
+ * when something asks for its port.
+ */
+async function attachForwards(vm: MicroVm): Promise<void> {
+  try {
+    await vm.forwards.attach(hmpOf(vm), 'restore');
+  } catch (e) {
+    vm.log.warn('could not add back a port forward after a restore', { error: (e as Error).message });
   }
 }
 

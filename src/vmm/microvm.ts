@@ -2,10 +2,15 @@ import type { VmCgroup } from '../jail/cgroups.js';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from '../util/log.js';
 import type { WorkloadSpec } from '../guest/workload-config.js';
+import { FORWARD_HOST_ADDRESS } from '../net/user-network.js';
 import type { EgressPolicy } from '../net/policy.js';
-import type { VmNetwork } from '../net/vm-network.js';
+import type { VmNetwork } from '../net/vm-networks.js';
+import { waitForTcp } from '../util/net-wait.js';
+import { InvalidVmStateError } from './errors.js';
 import { GuestAgentClient } from './guest-agent-client.js';
 import { GuestControlClient } from './guest-control.js';
+import { waitForGuestListener } from './guest-ports.js';
+import { PortForwards, type TcpEndpoint } from './port-forwards.js';
 import type { MachineConfig } from './qemu-args.js';
 import type { QemuProcess } from './qemu-process.js';
 import type { QmpClient } from './qmp-client.js';
@@ -66,6 +71,8 @@ export class MicroVm {
   cgroup: VmCgroup | undefined;
   /** Set on a VM adopted from an earlier engine: QEMU's run status then (e.g. 'paused'), until revived. */
   adoptedStatus: string | undefined;
+  /** Host forwards to guest ports (user-mode networking only), kept across its QEMU processes. */
+  readonly forwards: PortForwards;
   private agentClient: GuestAgentClient | undefined;
   private controlClient: GuestControlClient | undefined;
 
@@ -76,15 +83,55 @@ export class MicroVm {
     state: VmState,
   ) {
     this.state = state;
+    this.forwards = new PortForwards(record.id);
   }
 
   get id(): string {
     return this.record.id;
   }
 
-  /** Host address where the VM's TCP ports are reachable (forwarded to the guest), while it runs. */
+  /**
+   * The host address of the VM's endpoint, while it runs: with network namespaces its guest ports
+   * are there at the same numbers; with user-mode networking it is 127.0.0.1, where forwards listen
+   * on ports of their own. To reach a guest port, ask tcpEndpoint.
+   */
   get hostAddress(): string | undefined {
-    return this.state === 'running' ? this.network?.endpointIp : undefined;
+    if (this.state !== 'running' || !this.network) return undefined;
+    return this.network.kind === 'user' ? FORWARD_HOST_ADDRESS : this.network.endpointIp;
+  }
+
+  /**
+   * Where the host connects to reach TCP port `guestPort` of the guest: the namespace's endpoint
+   * address and the same port; with user-mode networking, a forward on 127.0.0.1 (added now if the
+   * port has none yet). Precondition: QEMU runs (from launch until stop, suspend or kill), else
+   * InvalidVmStateError; PortForwardError if QEMU does not add the forward.
+   */
+  async tcpEndpoint(guestPort: number): Promise<TcpEndpoint> {
+    const net = this.network;
+    if (!net || !this.process || this.process.hasExited)
+      throw new InvalidVmStateError(this.id, 'reach a port of', this.state, ['running']);
+    if (net.kind === 'user') return this.forwards.endpoint(guestPort);
+    if (!Number.isInteger(guestPort) || guestPort < 1 || guestPort > 65_535)
+      throw new RangeError(`guest port must be an integer in 1..65535, not ${guestPort}`);
+    return { host: net.endpointIp, port: guestPort };
+  }
+
+  /**
+   * Resolves with the endpoint of guest TCP port `guestPort` once the guest accepts connections on
+   * it from the host, or rejects after `timeoutMs` (at once with QEMU's error if QEMU exits). With
+   * user-mode networking, a connection to a forward succeeds whatever the guest does, so this asks
+   * the guest whether something listens there (see guest-ports.ts).
+   */
+  async waitForPort(guestPort: number, timeoutMs: number): Promise<TcpEndpoint> {
+    const deadline = Date.now() + timeoutMs;
+    const abort = () => this.process?.exitError();
+    if (this.network?.kind === 'user') {
+      await waitForGuestListener((ms) => this.agent(ms), guestPort, deadline, abort);
+      return this.tcpEndpoint(guestPort);
+    }
+    const at = await this.tcpEndpoint(guestPort);
+    await waitForTcp(at.host, at.port, Math.max(1, deadline - Date.now()), abort);
+    return at;
   }
 
   /** The guest agent (qemu-ga), connected on first use. Only while the VM runs. */

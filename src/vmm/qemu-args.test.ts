@@ -84,6 +84,30 @@ describe('qemuArgs', () => {
     expect(valuesOf(withNet, '-device')).toContain('virtio-net-device,netdev=net0,mac=52:54:00:12:34:56');
   });
 
+  it('backs the network with restricted user-mode networking for a user-mode machine (no tap needed)', () => {
+    const args = qemuArgs(
+      'vm1',
+      { ...machine, network: true, networkMode: 'user-mode' },
+      { ...paths, macAddress: '52:54:00:12:34:56' },
+    );
+    const [netdev, ...more] = valuesOf(args, '-netdev');
+    expect(more).toEqual([]);
+    expect(netdev).toMatch(/^user,id=net0,/);
+    expect(netdev).toContain('restrict=on');
+    expect(args.join(' ')).not.toContain('tap,');
+    expect(valuesOf(args, '-device')).toContain('virtio-net-device,netdev=net0,mac=52:54:00:12:34:56');
+    expect(() => qemuArgs('vm1', { ...machine, network: true, networkMode: 'user-mode' }, paths)).toThrow(
+      /macAddress/,
+    );
+  });
+
+  it("keeps the tap backend for machines recorded before networkMode existed and for 'namespaces'", () => {
+    const p = { ...paths, tapName: 'htap0', macAddress: '52:54:00:12:34:56' };
+    const legacy = qemuArgs('vm1', { ...machine, network: true }, p);
+    const explicit = qemuArgs('vm1', { ...machine, network: true, networkMode: 'namespaces' }, p);
+    expect(explicit).toEqual(legacy);
+  });
+
   it('uses KVM with the host CPU for accel kvm', () => {
     const args = qemuArgs('vm1', { ...machine, accel: 'kvm' }, paths);
     expect(valuesOf(args, '-accel')).toEqual(['kvm']);

@@ -5,6 +5,8 @@
  * ProcessPaths.
  */
 import { readFileSync } from 'node:fs';
+import { slirpNetdevArg, USER_NETDEV_ID } from '../net/user-network.js';
+import type { NetworkMode } from '../net/vm-networks.js';
 
 export type Accelerator = 'kvm' | 'tcg';
 
@@ -21,6 +23,12 @@ export interface MachineConfig {
   tcgCacheMiB: number;
   /** Whether the VM has a network device (the tap is created by net/ before QEMU starts). */
   network: boolean;
+  /**
+   * What backs the network device: a tap in the VM's namespace ('namespaces'; also when absent, in
+   * records made before user-mode networking existed) or QEMU's user-mode stack ('user-mode'). Part
+   * of the machine: a snapshot holds the backend's state (a 'slirp' section for user-mode).
+   */
+  networkMode?: NetworkMode;
 }
 
 export interface ProcessPaths {
@@ -166,7 +174,15 @@ export function qemuArgs(vmId: string, m: MachineConfig, p: ProcessPaths): strin
     '-sandbox',
     QEMU_SECCOMP_POLICY,
   ];
-  if (m.network) {
+  if (m.network && m.networkMode === 'user-mode') {
+    if (!p.macAddress) throw new TypeError('a networked machine needs macAddress');
+    args.push(
+      '-netdev',
+      slirpNetdevArg(USER_NETDEV_ID),
+      '-device',
+      `virtio-net-device,netdev=${USER_NETDEV_ID},mac=${p.macAddress}`,
+    );
+  } else if (m.network) {
     if (!p.tapName || !p.macAddress) throw new TypeError('a networked machine needs tapName and macAddress');
     args.push(
       '-netdev',

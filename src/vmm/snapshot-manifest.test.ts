@@ -208,6 +208,33 @@ describe('snapshot manifest', () => {
         expect((err as SnapshotIncompatibleError).snapshotPath).toBe(dir);
       }
     });
+
+    it('refuses a snapshot of the other network mode, either way, saying which and what to do', () => {
+      const tap = { ...machine, network: true, networkMode: 'namespaces' as const };
+      const user = { ...machine, network: true, networkMode: 'user-mode' as const };
+      for (const [saved, here, words] of [
+        [tap, user, /made with network namespaces .* but this Hearth uses user-mode networking/],
+        [user, tap, /made with user-mode networking .* but this Hearth uses network namespaces/],
+      ] as const) {
+        let err: unknown;
+        try {
+          checkCompatible(dir, saved, here);
+        } catch (e) {
+          err = e;
+        }
+        expect(hasCode(err, 'VMM_SNAPSHOT_INCOMPATIBLE')).toBe(true);
+        expect((err as Error).message).toMatch(words);
+        expect((err as SnapshotIncompatibleError).hint).toMatch(/rebuild the image/);
+      }
+    });
+
+    it('reads a networked snapshot made before networkMode was recorded as namespaces', () => {
+      const legacy = { ...machine, network: true };
+      expect(() => checkCompatible(dir, legacy, { ...legacy, networkMode: 'namespaces' })).not.toThrow();
+      expect(() => checkCompatible(dir, legacy, { ...legacy, networkMode: 'user-mode' })).toThrow(
+        /made with network namespaces/,
+      );
+    });
   });
 
   describe('VerifiedFiles', () => {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { sha256File } from '../util/hash.js';
 import { writeFileAtomic } from '../util/fs-atomic.js';
 import { SnapshotCorruptError, SnapshotIncompatibleError } from './errors.js';
+import type { NetworkMode } from '../net/vm-networks.js';
 import type { Accelerator } from './qemu-args.js';
 
 export const MANIFEST_FILE = 'manifest.json';
@@ -23,6 +24,11 @@ export interface MachineFingerprint {
   qemuVersion: string;
   kernelRelease: string;
   network: boolean;
+  /**
+   * What backs the network device (see MachineConfig.networkMode). Absent in snapshots made before
+   * user-mode networking existed: those are 'namespaces' when `network` is true.
+   */
+  networkMode?: NetworkMode;
   /** The guest CPU model (-cpu); absent in snapshots made before it was recorded. */
   cpuModel?: string;
 }
@@ -87,8 +93,34 @@ export async function readManifest(dir: string): Promise<SnapshotManifest> {
   return m;
 }
 
-/** Throws SnapshotIncompatibleError if the snapshot was made for another machine shape or QEMU. */
-export function checkCompatible(dir: string, saved: MachineFingerprint, here: MachineFingerprint): void {
+/** A fingerprint with the network mode of records made before it was recorded filled in. */
+function withNetworkMode(f: MachineFingerprint): MachineFingerprint {
+  return f.network && f.networkMode === undefined ? { ...f, networkMode: 'namespaces' } : f;
+}
+
+const NETWORK_MODE_WORDS: Record<NetworkMode, string> = {
+  namespaces: 'network namespaces (a Hearth run as root)',
+  'user-mode': 'user-mode networking (a Hearth without root)',
+};
+
+/**
+ * Throws SnapshotIncompatibleError if the snapshot was made for another machine shape or QEMU, or
+ * with the other kind of network: QEMU restores device state by section, and a user-mode network
+ * saves a 'slirp' section a tap network does not have, so a snapshot never crosses between the two.
+ */
+export function checkCompatible(
+  dir: string,
+  savedAsIs: MachineFingerprint,
+  hereAsIs: MachineFingerprint,
+): void {
+  const saved = withNetworkMode(savedAsIs);
+  const here = withNetworkMode(hereAsIs);
+  if (saved.network && here.network && saved.networkMode !== here.networkMode)
+    throw new SnapshotIncompatibleError(
+      dir,
+      `it was made with ${NETWORK_MODE_WORDS[saved.networkMode!]} but this Hearth uses ${NETWORK_MODE_WORDS[here.networkMode!]}; the network device's saved state differs`,
+      'rebuild the image (UpdateMicrovmImage) on this Hearth, or run the Hearth that made it',
+    );
   const keys = new Set([...Object.keys(saved), ...Object.keys(here)]) as Set<keyof MachineFingerprint>;
   for (const k of keys) {
     if (saved[k] !== here[k])

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpGet } from '../../src/util/http-get.js';
 import { buildImage, fixtureImage, openImageHarness, type ImageHarness } from '../helpers/images.js';
+import { vmUrl } from '../helpers/vm.js';
 
 describe('Dockerfile features', () => {
   let h: ImageHarness;
@@ -26,7 +27,7 @@ describe('Dockerfile features', () => {
     const v = await h.images.runnableVersion(name);
     const vm = await h.engine.clone(await h.engine.template(v.id), { vmId: `df-${names.length}` });
     try {
-      return await httpGet(`http://${vm.hostAddress}:${port}/`);
+      return await httpGet(await vmUrl(vm, port));
     } finally {
       await h.engine.destroy(vm.id);
     }

@@ -5,6 +5,7 @@ import { versionPaths } from '../../src/builder/build-image.js';
 import { httpGet } from '../../src/util/http-get.js';
 import { testDataDir } from '../helpers/env.js';
 import { buildImage, BASE_ARN, EXAMPLES, openImageHarness, type ImageHarness } from '../helpers/images.js';
+import { vmUrl } from '../helpers/vm.js';
 
 type FlaskReply = { hostname: string; requests: number; process_started: number; pid: number };
 
@@ -55,10 +56,10 @@ describe('examples/flask', () => {
     const template = await h.engine.template(v.id);
     const t0 = Date.now();
     const a = await h.engine.clone(template, { vmId: 'flask-a' });
-    const ra = JSON.parse((await httpGet(`http://${a.hostAddress}:8080/`)).body) as FlaskReply;
+    const ra = JSON.parse((await httpGet(await vmUrl(a))).body) as FlaskReply;
     const firstReplyMs = Date.now() - t0;
     const b = await h.engine.clone(template, { vmId: 'flask-b' });
-    const rb = JSON.parse((await httpGet(`http://${b.hostAddress}:8080/`)).body) as FlaskReply;
+    const rb = JSON.parse((await httpGet(await vmUrl(b))).body) as FlaskReply;
     try {
       // The warm-up request of the build was request 1: both clones continue from it.
       expect(ra).toMatchObject({ requests: 2, hostname: 'flask-a' });
@@ -130,7 +131,7 @@ describe('examples/hooks', () => {
     const v = await h.images.runnableVersion(name);
     const vm = await h.engine.clone(await h.engine.template(v.id), { vmId: 'hooks-a' });
     try {
-      const state = JSON.parse((await httpGet(`http://${vm.hostAddress}:8080/`)).body) as {
+      const state = JSON.parse((await httpGet(await vmUrl(vm))).body) as {
         initialised: boolean;
         hooks: Record<string, number>;
         secret: string | null;

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { httpGet } from '../../src/util/http-get.js';
 import { testDataDir } from '../helpers/env.js';
 import { buildLifecycleImage, openPlatform, waitForState, type Platform } from '../helpers/platform.js';
+import { vmUrl } from '../helpers/vm.js';
 
 type AppState = { count: number; hooks: string[]; payload: string | null; microvmId: string | null };
 
@@ -14,7 +15,7 @@ describe('microVM lifecycle', () => {
   async function app<T>(id: string, path = '/'): Promise<T> {
     const vm = p.engine.get(id);
     if (!vm?.hostAddress) throw new Error(`${id} is not running`);
-    return JSON.parse((await httpGet(`http://${vm.hostAddress}:8080${path}`)).body) as T;
+    return JSON.parse((await httpGet(await vmUrl(vm, 8080, path))).body) as T;
   }
 
   beforeAll(async () => {

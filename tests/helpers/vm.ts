@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { Engine } from '../../src/vmm/engine.js';
 import { httpGet } from '../../src/util/http-get.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
+import type { NetworkManager, TapNetwork } from '../../src/net/vm-network.js';
 import { testDataDir } from './env.js';
 
 export function openEngine(): Promise<Engine> {
@@ -14,10 +15,16 @@ export function uniqueId(prefix: string): string {
   return `${prefix}-${randomBytes(3).toString('hex')}`;
 }
 
-/** GET a JSON path from the VM's port 8080, through its network namespace forwarding. */
-export async function getJson<T = Record<string, unknown>>(vm: MicroVm, path = '/', port = 8080): Promise<T> {
+/** The host URL of `path` on guest port `port` (the engine's endpoint for it: forwarded either way). */
+export async function vmUrl(vm: MicroVm, port = 8080, path = '/'): Promise<string> {
   if (!vm.hostAddress) throw new Error(`VM ${vm.id} is not running (${vm.state})`);
-  const res = await httpGet(`http://${vm.hostAddress}:${port}${path}`);
+  const at = await vm.tcpEndpoint(port);
+  return `http://${at.host}:${at.port}${path}`;
+}
+
+/** GET a JSON path from the VM's port 8080, through the engine's endpoint for it. */
+export async function getJson<T = Record<string, unknown>>(vm: MicroVm, path = '/', port = 8080): Promise<T> {
+  const res = await httpGet(await vmUrl(vm, port, path));
   if (res.status !== 200) throw new Error(`GET ${path}: ${res.status}`);
   return JSON.parse(res.body) as T;
 }
@@ -74,4 +81,17 @@ export const NOTHING_LEFT: Leftovers = { qemuPids: [], networksInUse: 0, runDirs
 /** Network namespaces this data directory still owns (after an engine closed: must be none). */
 export async function recordedNetworks(): Promise<string[]> {
   return readdir(join(testDataDir().root, 'run', 'net')).catch(() => [] as string[]);
+}
+
+/** The VM's namespace network (these tests run as root, with network namespaces). */
+export function tapNet(vm: MicroVm): TapNetwork {
+  const n = vm.network;
+  if (!n || n.kind === 'user') throw new Error(`VM ${vm.id} has no namespace network`);
+  return n;
+}
+
+/** The engine's namespace network manager (root mode). */
+export function networkManager(engine: Engine): NetworkManager {
+  if (engine.ctx.network.mode !== 'namespaces') throw new Error('the engine does not use network namespaces');
+  return engine.ctx.network as NetworkManager;
 }

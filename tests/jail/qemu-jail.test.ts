@@ -6,7 +6,7 @@ import { vmUid } from '../../src/jail/jailer.js';
 import type { Engine, Template } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
 import { testDataDir } from '../helpers/env.js';
-import { getJson, openEngine, uniqueId } from '../helpers/vm.js';
+import { getJson, openEngine, tapNet, uniqueId } from '../helpers/vm.js';
 
 /** Field `name` of /proc/<pid>/status. */
 function field(status: string, name: string): string {
@@ -59,7 +59,7 @@ describe('the jail around each QEMU (Firecracker-style: own uid, namespaces, onl
       expect(readlinkSync(`/proc/${pid}/ns/${ns}`)).not.toBe(readlinkSync(`/proc/self/ns/${ns}`));
     }
     expect(readlinkSync(`/proc/${pid}/ns/net`)).not.toBe(readlinkSync('/proc/self/ns/net'));
-    expect((await stat(`/proc/${pid}/ns/net`)).ino).toBe((await stat(a.network!.netnsPath)).ino);
+    expect((await stat(`/proc/${pid}/ns/net`)).ino).toBe((await stat(tapNet(a).netnsPath)).ino);
     expect(readlinkSync(`/proc/${pid}/ns/mnt`)).not.toBe(readlinkSync(`/proc/${b.process!.pid}/ns/mnt`));
   });
 

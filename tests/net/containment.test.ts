@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Engine } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
 import { GUEST_GATEWAY } from '../../src/net/vm-network.js';
-import { openEngine, uniqueId } from '../helpers/vm.js';
+import { openEngine, tapNet, uniqueId, vmUrl } from '../helpers/vm.js';
 import { httpGet } from '../../src/util/http-get.js';
 
 /** Tries a TCP connection from inside the guest; resolves to "connected" or the error's name. */
@@ -52,7 +52,7 @@ describe('guest network containment (fail closed)', () => {
   });
 
   it('the host reaches the guest app through the forwarded address', async () => {
-    expect((await httpGet(`http://${a.hostAddress}:8080/`)).status).toBe(200);
+    expect((await httpGet(await vmUrl(a))).status).toBe(200);
   });
 
   it('the probe itself works: the guest reaches its own app', async () => {
@@ -60,7 +60,7 @@ describe('guest network containment (fail closed)', () => {
   });
 
   it("the guest cannot reach a host service on the host's end of its link", async () => {
-    expect(await guestConnect(a, a.network!.hostIp, port)).toMatch(BLOCKED);
+    expect(await guestConnect(a, tapNet(a).hostIp, port)).toMatch(BLOCKED);
   });
 
   it('the guest cannot reach its own namespace gateway', async () => {
@@ -69,8 +69,8 @@ describe('guest network containment (fail closed)', () => {
   });
 
   it('the guest cannot reach another VM', async () => {
-    expect(await guestConnect(a, b.network!.endpointIp, 8080)).toMatch(BLOCKED);
-    expect(await guestConnect(a, b.network!.hostIp, port)).toMatch(BLOCKED);
+    expect(await guestConnect(a, tapNet(b).endpointIp, 8080)).toMatch(BLOCKED);
+    expect(await guestConnect(a, tapNet(b).hostIp, port)).toMatch(BLOCKED);
   });
 
   it('the guest cannot reach the metadata address or the outside', async () => {

@@ -10,7 +10,7 @@ import { GUEST_GATEWAY } from '../../src/net/vm-network.js';
 import { startFakeDns, type FakeDns } from '../../src/net/testing.js';
 import { run } from '../../src/util/exec.js';
 import { waitForTcp } from '../../src/util/net-wait.js';
-import { openEngine, recordedNetworks, uniqueId } from '../helpers/vm.js';
+import { networkManager, openEngine, recordedNetworks, tapNet, uniqueId } from '../helpers/vm.js';
 
 /**
  * A fake internet and a private network, linked to the host's namespace by veths:
@@ -196,11 +196,11 @@ ip link del ${DUMMY.link} 2>/dev/null || true
       .map((a) => a!.address);
     expect(hostAddrs).toEqual(expect.arrayContaining([DUMMY.addr, INET.host.split('/')[0]]));
     return [
-      connect(inet.network!.hostIp, hostPort), // the host's end of the VM's own link
+      connect(tapNet(inet).hostIp, hostPort), // the host's end of the VM's own link
       ...hostAddrs.map((a) => connect(a, hostPort)), // the dummy one, the "internet" link's, the main one
       connect(GUEST_GATEWAY, hostPort),
-      connect(other.network!.endpointIp, 8080), // another VM
-      connect(other.network!.hostIp, hostPort),
+      connect(tapNet(other).endpointIp, 8080), // another VM
+      connect(tapNet(other).hostIp, hostPort),
       connect('169.254.169.254', 80), // metadata
       connect(DB_IP, 5432), // private ranges
       connect('fe80::1%eth0', 80), // IPv6 link-local
@@ -228,7 +228,7 @@ ip link del ${DUMMY.link} 2>/dev/null || true
   });
 
   it('internet: the namespace has no IPv6 at all', async () => {
-    const r = await run('ip', ['-n', inet.network!.netnsName, '-6', 'addr']);
+    const r = await run('ip', ['-n', tapNet(inet).netnsName, '-6', 'addr']);
     expect(r.stdout.trim()).toBe('');
   });
 
@@ -238,8 +238,8 @@ ip link del ${DUMMY.link} 2>/dev/null || true
       connect(DB_IP, 6000),
       connect(OTHER_IP, 5432),
       connect(PUBLIC_IP, 80),
-      connect(inet.network!.endpointIp, 8080),
-      connect(allowCidr.network!.hostIp, hostPort),
+      connect(tapNet(inet).endpointIp, 8080),
+      connect(tapNet(allowCidr).hostIp, hostPort),
       resolve('public.test'),
     ]);
     expect(r[0]).toBe('connected');
@@ -269,7 +269,7 @@ ip link del ${DUMMY.link} 2>/dev/null || true
       resolve('public.test'),
       resolve('svc.internal'),
       connect(PUBLIC_IP, 80),
-      connect(vm.network!.hostIp, hostPort),
+      connect(tapNet(vm).hostIp, hostPort),
     ];
     const r = await probe(vm, [
       ...(fresh ? [connect(OTHER_IP, 6000)] : []),
@@ -303,7 +303,7 @@ ip link del ${DUMMY.link} 2>/dev/null || true
     const set = await run('ip', [
       'netns',
       'exec',
-      allowName.network!.netnsName,
+      tapNet(allowName).netnsName,
       'nft',
       'list',
       'set',
@@ -327,7 +327,7 @@ ip link del ${DUMMY.link} 2>/dev/null || true
   });
 
   it('leaves no rules, sets, namespaces or links behind after destroy and close', async () => {
-    const table = engine.ctx.network.rootTable;
+    const table = networkManager(engine).rootTable;
     for (const vm of [inet, allowCidr, allowName]) await engine.destroy(vm.id);
     await engine.close();
     expect(await recordedNetworks()).toEqual([]);

@@ -8,7 +8,7 @@ import { buildQuery, DNS_TYPE, parseMessage } from '../../src/net/dns-wire.js';
 import type { EgressPolicy } from '../../src/net/policy.js';
 import { rootTableName } from '../../src/net/root-firewall.js';
 import { startFakeDns, type FakeDns } from '../../src/net/testing.js';
-import { NetworkManager, type VmNetwork } from '../../src/net/vm-network.js';
+import { NetworkManager, type TapNetwork } from '../../src/net/vm-network.js';
 import { run } from '../../src/util/exec.js';
 import { testDataDir } from '../helpers/env.js';
 
@@ -27,7 +27,7 @@ setTimeout(() => { console.log('timeout'); process.exit(0); }, 3000);
 s.send(Buffer.from(hex, 'hex'), Number(port), host);
 `;
 
-async function nsRuleset(net: VmNetwork): Promise<string> {
+async function nsRuleset(net: TapNetwork): Promise<string> {
   return (await run('ip', ['netns', 'exec', net.netnsName, 'nft', 'list', 'ruleset'])).stdout;
 }
 
@@ -46,16 +46,16 @@ describe('NetworkManager egress lifecycle (no guest: crash, adoption, cost)', ()
   const table = rootTableName(stateDir);
 
   /** Runs net-child.ts until it has a network with POLICY, then SIGKILLs it. */
-  async function crashedManager(): Promise<VmNetwork> {
+  async function crashedManager(): Promise<TapNetwork> {
     const child = spawn(process.execPath, ['--import', 'tsx', CHILD, stateDir, JSON.stringify(POLICY)], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, HEARTH_DNS_UPSTREAM: `127.0.0.1:${dns.port}` },
     });
     const exited = new Promise((r) => child.on('exit', r));
-    let net: VmNetwork | undefined;
+    let net: TapNetwork | undefined;
     for await (const line of createInterface({ input: child.stdout! })) {
       if (line.startsWith('ready ')) {
-        net = JSON.parse(line.slice(6)) as VmNetwork;
+        net = JSON.parse(line.slice(6)) as TapNetwork;
         break;
       }
     }
@@ -65,7 +65,7 @@ describe('NetworkManager egress lifecycle (no guest: crash, adoption, cost)', ()
     return net;
   }
 
-  async function expectGone(net: VmNetwork): Promise<void> {
+  async function expectGone(net: TapNetwork): Promise<void> {
     expect(existsSync(net.netnsPath)).toBe(false);
     expect(readdirSync('/sys/class/net')).not.toContain(net.hostVeth);
     expect(await hostSet(table)).not.toContain(`"${net.hostVeth}"`);
