@@ -7,7 +7,7 @@
  * token for it; a caller with one learns it is terminated (410/409) rather than that the token is stale.
  */
 import { HearthError } from '../errors.js';
-import type { GatewayBackend, VmRoute } from './backend.js';
+import type { GatewayBackend, UpstreamAddress, VmRoute } from './backend.js';
 import {
   GatewayError,
   IngressDisabledError,
@@ -20,6 +20,7 @@ import {
   RateLimitedError,
   ResumeFailedError,
   ResumeTimeoutError,
+  UpstreamUnreachableError,
 } from './errors.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
@@ -36,9 +37,13 @@ export class ClientGoneError extends Error {
 /** What the client asks for: HTTP (HTTP/1.1, HTTP/2, gRPC, WebSocket) or a raw TCP tunnel (CONNECT). */
 export type IngressKind = 'http' | 'tcp';
 
-/** A request that may be forwarded: the RUNNING route, and when its token expires (cookie lifetime). */
+/**
+ * A request that may be forwarded: the RUNNING route, where to connect for the requested guest
+ * port, and when its token expires (cookie lifetime).
+ */
 export interface Admitted {
   route: VmRoute;
+  upstream: UpstreamAddress;
   tokenExpiresAtS: number;
 }
 
@@ -51,12 +56,22 @@ export interface AdmissionOptions {
   resumeTimeoutMs: number;
 }
 
+/** Where to connect for guest port `port` of a RUNNING route (UPSTREAM_UNREACHABLE if it cannot say). */
+async function upstreamAddress(route: VmRoute, port: number): Promise<UpstreamAddress> {
+  if (!route.connectAddress) return { host: route.address!, port };
+  try {
+    return await route.connectAddress(port);
+  } catch (e) {
+    throw new UpstreamUnreachableError(route.microvmId, port, e);
+  }
+}
+
 export class Admission {
   constructor(private readonly o: AdmissionOptions) {}
 
   /**
    * Checks `t` (a request of kind `kind`) and resolves with the RUNNING route to forward to
-   * (route.address is set). Throws the GatewayError to answer, or ClientGoneError when the client
+   * (route.address is set) and the address of the token's port (`t.port`) there. Throws the GatewayError to answer, or ClientGoneError when the client
    * went away while the request was held (`signal()` aborted; it is only asked for when the request
    * must be held). Effects: one 'request' activity event once authenticated and let in by the
    * ingress connector; may make the backend resume the VM (never for a refused one).
@@ -77,9 +92,12 @@ export class Admission {
     if (rl && !rl.take(id)) throw new RateLimitedError(id, rl.limit.requestsPerSecond);
     this.o.metrics.activityRequest(id);
     const tokenExpiresAtS = v.claims.expiresAtS;
-    if (route.state === 'RUNNING' && route.address) return { route, tokenExpiresAtS };
-    if (route.state === 'SUSPENDED' && !route.autoResume) throw new MicrovmSuspendedError(id);
-    return { route: await this.waitRunning(route, signal()), tokenExpiresAtS };
+    let running = route;
+    if (route.state !== 'RUNNING' || !route.address) {
+      if (route.state === 'SUSPENDED' && !route.autoResume) throw new MicrovmSuspendedError(id);
+      running = await this.waitRunning(route, signal());
+    }
+    return { route: running, upstream: await upstreamAddress(running, t.port), tokenExpiresAtS };
   }
 
   private async waitRunning(route: VmRoute, clientSignal: AbortSignal): Promise<VmRoute> {

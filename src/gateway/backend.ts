@@ -5,12 +5,28 @@
  */
 import type { MicrovmState } from '../core/model.js';
 
+/** A host and port the gateway opens TCP connections to. */
+export interface UpstreamAddress {
+  host: string;
+  port: number;
+}
+
 /** Where and how to reach one microVM, as the backend knows it right now. */
 export interface VmRoute {
   microvmId: string;
   state: MicrovmState;
-  /** Host address (IPv4/IPv6 literal or name) where the VM's TCP ports are reachable, while RUNNING. */
+  /**
+   * Host address (IPv4/IPv6 literal or name) where the VM's TCP ports are reachable, while RUNNING:
+   * the gateway connects to (address, guest port), unless `connectAddress` says otherwise.
+   */
   address?: string;
+  /**
+   * Where to connect for a guest port, when it is not (address, the same port): e.g. a Hearth
+   * without root reaches each guest port through a forward on a host port of its own. Asked once
+   * per request, after the route is RUNNING (keep it cheap: cache per port). A rejection is
+   * answered 502 UPSTREAM_UNREACHABLE.
+   */
+  connectAddress?: (guestPort: number) => Promise<UpstreamAddress>;
   /** Whether a request for a SUSPENDED microVM resumes it (idlePolicy.autoResumeEnabled). */
   autoResume: boolean;
   /** Tokens minted with a lower generation are void (bumped on terminate). */

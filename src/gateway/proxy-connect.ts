@@ -125,7 +125,7 @@ export function handleConnect(ctx: GatewayContext, req: IncomingMessage, socket:
   socket.once('close', () => ac.abort());
   ctx.admission
     .admit(target, () => ac.signal, 'tcp')
-    .then(({ route }) => ctx.upstreams.connectTcp(route, target.port))
+    .then(({ route, upstream }) => ctx.upstreams.connectTcp(route, target.port, upstream))
     .then(
       (app) => {
         if (socket.destroyed) {

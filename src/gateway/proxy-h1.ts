@@ -176,7 +176,7 @@ export function handleH1Request(ctx: GatewayContext, req: IncomingMessage, res: 
       remoteAddress: socket.remoteAddress,
       proto: secure ? 'https' : 'http',
     });
-    call = ctx.upstreams.dispatchH1(admitted.route, target.port, {
+    call = ctx.upstreams.dispatchH1(admitted.route, target.port, admitted.upstream, {
       method: req.method ?? 'GET',
       path: target.path,
       headers,

@@ -169,6 +169,7 @@ export function handleH2Stream(
           headers,
           target,
           route,
+          upstream: admitted.upstream,
           secure,
           grpc,
           method,
@@ -195,7 +196,7 @@ export function handleH2Stream(
       let upHeaders: http.IncomingHttpHeaders | undefined;
       let noBody = false;
       let trailers: http2.OutgoingHttpHeaders | undefined;
-      const call = ctx.upstreams.dispatchH1(route, target.port, {
+      const call = ctx.upstreams.dispatchH1(route, target.port, admitted.upstream, {
         method,
         path: target.path,
         headers: flat,

@@ -6,7 +6,7 @@
  */
 import http2 from 'node:http2';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import type { VmRoute } from './backend.js';
+import type { UpstreamAddress, VmRoute } from './backend.js';
 import type { GatewayContext } from './context.js';
 import { UpstreamProtocolError, UpstreamResetError, type GatewayError } from './errors.js';
 import { grpcMessage, grpcStatusFor } from './respond.js';
@@ -19,6 +19,8 @@ export interface H2cExchange {
   headers: IncomingHttpHeaders;
   target: Target;
   route: VmRoute;
+  /** Where the target's guest port is reached. */
+  upstream: UpstreamAddress;
   secure: boolean;
   grpc: boolean;
   method: string;
@@ -71,7 +73,7 @@ export function forwardToH2c(ctx: GatewayContext, x: H2cExchange): H2cForwarding
     }
     abort();
   };
-  ctx.upstreams.h2c(route, target.port).then(
+  ctx.upstreams.h2c(route, target.port, x.upstream).then(
     (session) => {
       if (cut || stream.closed || stream.destroyed) return;
       const h = forwardRequestHeaders(x.headers, {

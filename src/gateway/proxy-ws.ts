@@ -173,7 +173,7 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
   };
   ctx.admission
     .admit(target, () => ac.signal)
-    .then(({ route }) => {
+    .then(({ upstream }) => {
       if (socket.destroyed) return;
       const headers = forwardRequestHeaders(req.headers, {
         remoteAddress: socket.remoteAddress,
@@ -181,8 +181,8 @@ export function handleUpgrade(ctx: GatewayContext, req: IncomingMessage, socket:
         websocketSubprotocols: target.appSubprotocols,
       });
       const upReq = http.request({
-        host: route.address,
-        port: target.port,
+        host: upstream.host,
+        port: upstream.port,
         method: 'GET',
         path: target.path,
         headers,

@@ -21,6 +21,8 @@ export interface FakeVmOptions {
   tokenGeneration?: number;
   /** The ingress connector (default 'http', HTTP_INGRESS). */
   ingress?: VmRoute['ingress'];
+  /** Where each guest port is (default: `address` and the same port). */
+  connectAddress?: VmRoute['connectAddress'];
 }
 
 /**
@@ -52,6 +54,7 @@ export class FakeBackend implements GatewayBackend {
       instance: this.nextInstance++,
       streamsCountAsActivity: o.streamsCountAsActivity ?? true,
       ingress: o.ingress ?? 'http',
+      ...(o.connectAddress ? { connectAddress: o.connectAddress } : {}),
     };
     this.vms.set(id, r);
     return r;

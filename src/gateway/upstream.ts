@@ -14,7 +14,7 @@ import net, { isIPv6 } from 'node:net';
 import { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import type { Dispatcher } from 'undici';
-import type { VmRoute } from './backend.js';
+import type { UpstreamAddress, VmRoute } from './backend.js';
 import {
   UpstreamProtocolError,
   UpstreamResetError,
@@ -36,7 +36,7 @@ const H2_SESSION_WINDOW_BYTES = 32 * 1024 * 1024;
 interface VmPool {
   instance: number;
   agent: Agent;
-  /** `http://host:port` per port (computed once: it is on every request's path). */
+  /** `http://host:port` per guest port (computed once: it is on every request's path). */
   origins: Map<number, string>;
   h2c: Map<number, Promise<http2.ClientHttp2Session>>;
 }
@@ -118,15 +118,16 @@ export class Upstreams {
   }
 
   /**
-   * Sends one HTTP/1.1 request to (route's instance, port) and streams the response to `x`, with
-   * backpressure: when `x.onData` returns false, reading stops until `resume()`. A bodyless GET/HEAD
-   * whose pooled connection was closed by the app before any response is retried once.
+   * Sends one HTTP/1.1 request to guest port `port` of the route's instance, reached at `at`, and
+   * streams the response to `x`, with backpressure: when `x.onData` returns false, reading stops
+   * until `resume()`. A bodyless GET/HEAD whose pooled connection was closed by the app before any
+   * response is retried once.
    */
-  dispatchH1(route: VmRoute, port: number, x: H1Exchange): H1Call {
+  dispatchH1(route: VmRoute, port: number, at: UpstreamAddress, x: H1Exchange): H1Call {
     const pool = this.pool(route);
     let origin = pool.origins.get(port);
     if (origin === undefined) {
-      origin = `http://${hostForUrl(route.address!)}:${port}`;
+      origin = `http://${hostForUrl(at.host)}:${at.port}`;
       pool.origins.set(port, origin);
     }
     const agent = pool.agent;
@@ -201,15 +202,15 @@ export class Upstreams {
   }
 
   /**
-   * Opens a raw TCP connection to (route's address, port) for a CONNECT tunnel: half-close allowed
-   * (the tunnel forwards each side's FIN), Nagle off. Precondition: route.address is set (RUNNING).
+   * Opens a raw TCP connection to guest port `port`, reached at `at`, for a CONNECT tunnel:
+   * half-close allowed (the tunnel forwards each side's FIN), Nagle off. Precondition: RUNNING.
    * Rejects with a GatewayError: UPSTREAM_UNREACHABLE (nothing listens), UPSTREAM_CONNECT_TIMEOUT
    * after connectTimeoutMs, UPSTREAM_RESET. The socket is the caller's: it must destroy it.
    */
-  connectTcp(route: VmRoute, port: number): Promise<net.Socket> {
+  connectTcp(route: VmRoute, port: number, at: UpstreamAddress): Promise<net.Socket> {
     const id = route.microvmId;
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host: route.address!, port, allowHalfOpen: true, noDelay: true });
+      const s = net.connect({ host: at.host, port: at.port, allowHalfOpen: true, noDelay: true });
       const timer = setTimeout(
         () => s.destroy(new UpstreamTimeoutError(id, port, this.o.connectTimeoutMs)),
         this.o.connectTimeoutMs,
@@ -226,14 +227,15 @@ export class Upstreams {
   }
 
   /**
-   * The h2c session to (route's instance, port), connecting if needed. Rejects with a GatewayError
-   * (unreachable, timeout) when the app does not accept an HTTP/2 connection.
+   * The h2c session to guest port `port` of the route's instance (reached at `at`), connecting if
+   * needed. Rejects with a GatewayError (unreachable, timeout) when the app does not accept an
+   * HTTP/2 connection.
    */
-  h2c(route: VmRoute, port: number): Promise<http2.ClientHttp2Session> {
+  h2c(route: VmRoute, port: number, at: UpstreamAddress): Promise<http2.ClientHttp2Session> {
     const p = this.pool(route);
     let s = p.h2c.get(port);
     if (!s) {
-      s = this.connectH2c(route, port, p);
+      s = this.connectH2c(route, port, at, p);
       p.h2c.set(port, s);
       s.catch(() => {
         if (p.h2c.get(port) === s) p.h2c.delete(port);
@@ -242,10 +244,15 @@ export class Upstreams {
     return s;
   }
 
-  private connectH2c(route: VmRoute, port: number, pool: VmPool): Promise<http2.ClientHttp2Session> {
+  private connectH2c(
+    route: VmRoute,
+    port: number,
+    at: UpstreamAddress,
+    pool: VmPool,
+  ): Promise<http2.ClientHttp2Session> {
     const id = route.microvmId;
     return new Promise((resolve, reject) => {
-      const session = http2.connect(`http://${hostForUrl(route.address!)}:${port}`, {
+      const session = http2.connect(`http://${hostForUrl(at.host)}:${at.port}`, {
         settings: { enablePush: false },
       });
       const forget = () => {

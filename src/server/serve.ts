@@ -181,7 +181,11 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     return {
       microvmId: id,
       state: rec.state,
-      ...(running && vm.hostAddress ? { address: vm.hostAddress } : {}),
+      // The gateway connects where the engine says each guest port is (with user-mode networking,
+      // a forward on a port of its own; with namespaces, the same port at the VM's address).
+      ...(running && vm.hostAddress
+        ? { address: vm.hostAddress, connectAddress: (port: number) => vm.tcpEndpoint(port) }
+        : {}),
       autoResume: rec.idlePolicy?.autoResumeEnabled ?? false,
       tokenGeneration: rec.tokenGeneration,
       instance: vm?.instance ?? 0,
