@@ -257,6 +257,7 @@ export const DEFAULT_ERROR_CODES: ErrorCodeMap = {
   QUOTA_EXCEEDED: 'ServiceQuotaExceededException',
   INSUFFICIENT_CAPACITY: 'InsufficientCapacityException',
   NET_EXHAUSTED: 'InsufficientCapacityException',
+  NET_EGRESS_UNENFORCEABLE: 'ValidationException',
   RATE_LIMITED: 'ThrottlingException',
 };
 

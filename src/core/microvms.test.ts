@@ -1,5 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CloneOptions, Engine } from '../vmm/engine.js';
+import type { EgressPolicy } from '../net/policy.js';
+import { UserNetworks } from '../net/user-network.js';
 import type { Store } from '../store/database.js';
 import { testBackends, type TestDatabase } from '../store/testing.js';
 import { createLogger } from '../util/log.js';
@@ -38,13 +40,17 @@ describe('MicrovmService with network connectors', () => {
   let db: TestDatabase;
   let store: Store;
   let clones: CloneOptions[];
+  /** The engine uses user-mode networking (a Hearth without root). */
+  let userMode: boolean;
   let microvms: MicrovmService;
 
   beforeEach(async () => {
     db = await testBackends()[0]!.create();
     store = await db.open();
     clones = [];
+    userMode = false;
     const engine = {
+      checkEgress: (p: EgressPolicy) => (userMode ? new UserNetworks().checkEgress(p) : undefined),
       template: async (id: string) => ({ id }),
       clone: async (_t: unknown, o: CloneOptions) => {
         clones.push(o);
@@ -124,6 +130,23 @@ describe('MicrovmService with network connectors', () => {
     expect(b.microvmId).toBe(a.microvmId);
     await microvms.waitForLaunch(a.microvmId);
     expect(clones).toHaveLength(1);
+  });
+
+  it('refuses egress connectors on a Hearth without root, with a stable code, before recording anything', async () => {
+    userMode = true;
+    for (const egress of [[M('INTERNET_EGRESS')], [U('db')]]) {
+      await expect(
+        microvms.run({ imageIdentifier: 'app', egressNetworkConnectors: egress }),
+      ).rejects.toMatchObject({
+        code: 'NET_EGRESS_UNENFORCEABLE',
+        message: expect.stringContaining('runs without root (user-mode networking)'),
+      });
+    }
+    expect((await microvms.list({})).items).toEqual([]);
+    expect(clones).toEqual([]);
+    // Deny-all (no egress connector) and ingress connectors still run.
+    const rec = await microvms.run({ imageIdentifier: 'app', ingressNetworkConnectors: [M('ALL_INGRESS')] });
+    expect((await microvms.waitForLaunch(rec.microvmId)).state).toBe('RUNNING');
   });
 
   it('refuses an unknown connector before recording anything', async () => {

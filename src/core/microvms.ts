@@ -230,6 +230,9 @@ export class MicrovmService {
       input.ingressNetworkConnectors,
       input.egressNetworkConnectors,
     );
+    // A Hearth with user-mode networking cannot enforce egress connectors: refused before anything
+    // is recorded (NET_EGRESS_UNENFORCEABLE, a ValidationException).
+    this.o.engine.checkEgress(connectors.egressPolicy);
     const { clientToken, ...request } = input;
     const { value: rec, replayed } = await oncePerClientToken({
       store: this.o.store,
@@ -330,7 +333,13 @@ export class MicrovmService {
   ) {
     const cfg = this.hookConfig(version, hook);
     if (!cfg || !vm.hostAddress) return undefined;
-    return callHook(vm.hostAddress, cfg.port, hook, body, cfg.timeoutS * 1000);
+    let at;
+    try {
+      at = await vm.tcpEndpoint(cfg.port);
+    } catch (e) {
+      return { status: 0, body: '', error: `the hook port cannot be reached: ${(e as Error).message}` };
+    }
+    return callHook(at.host, at.port, hook, body, cfg.timeoutS * 1000);
   }
 
   /** Clones the version's template with `egress` as the guest's network policy, then the `run` hook. */
