@@ -7,6 +7,7 @@ import type { AllowedPort, MicrovmService } from '../core/microvms.js';
 import type { NetworkConnectorService } from '../core/network-connectors.js';
 import type { ImageBuildRecord, ImageRecord, ImageVersionRecord, MicrovmRecord } from '../core/model.js';
 import { connectorHandlers } from './connector-handlers.js';
+import type { HostProtections } from '../vmm/host-protections.js';
 import { ApiError } from './errors.js';
 import type { InputOf, OutputOf } from './operations.js';
 import type { OperationHandlers } from './server.js';
@@ -16,6 +17,8 @@ export interface HandlerDeps {
   microvms: MicrovmService;
   connectors: NetworkConnectorService;
   baseDisk: BaseDisk;
+  /** What this Hearth enforces around its microVMs (GetHost; the engine's protections). */
+  host: () => HostProtections;
 }
 
 /** The header name a token goes in, as CreateMicrovmAuthToken's map key. */
@@ -157,6 +160,7 @@ export function createHandlers(d: HandlerDeps): OperationHandlers {
   const imageName = (id: string) => images.nameFromIdentifier(id);
   return {
     ...connectorHandlers(connectors),
+    GetHost: () => d.host(),
     async RunMicrovm(i) {
       const rec = await microvms.run({
         imageIdentifier: i.imageIdentifier,

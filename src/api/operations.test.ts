@@ -155,6 +155,7 @@ describe('the operation table', () => {
     expect(own.sort()).toEqual([
       'CreateNetworkConnector',
       'DeleteNetworkConnector',
+      'GetHost',
       'GetNetworkConnector',
       'ListNetworkConnectors',
     ]);

@@ -6,10 +6,11 @@
  * (dist-es/schemas/schemas_0.js; operations.test.ts compares the two). Constraints come from the
  * reference (../shared/reference/aws-lambda-microvms.md) and Hearth's image spec; members marked
  * `hearthExtension` are Hearth's own and are never sent by the AWS SDK. OPERATIONS adds Hearth's own
- * operations (connector-operations.ts) to them.
+ * operations (connector-operations.ts, host-operations.ts) to them.
  */
 import { MEMORY_SIZES_MIB, READY_TIMEOUT_RANGE_S, RUNTIME_HOOK_TIMEOUT_RANGE_S } from '../core/image-spec.js';
 import { CONNECTOR_OPERATIONS } from './connector-operations.js';
+import { HOST_OPERATIONS } from './host-operations.js';
 import type { ExceptionName } from './exceptions.js';
 import {
   Arn,
@@ -670,7 +671,7 @@ const AWS_DEFS = {
   }),
 } as const;
 
-const DEFS = { ...AWS_DEFS, ...CONNECTOR_OPERATIONS };
+const DEFS = { ...AWS_DEFS, ...CONNECTOR_OPERATIONS, ...HOST_OPERATIONS };
 type Defs = typeof DEFS;
 export type OperationName = keyof Defs;
 

@@ -297,6 +297,15 @@ export const CANNED_OUTPUTS: { [N in OperationName]: OutputOf<N> } = {
   CreateNetworkConnector: CONNECTOR,
   DeleteNetworkConnector: undefined,
   GetNetworkConnector: CONNECTOR,
+  GetHost: {
+    accelerator: 'tcg',
+    jail: false,
+    cgroups: false,
+    network: 'user-mode',
+    enforced: ['qemu-seccomp', 'egress-deny-all'],
+    notEnforced: ['qemu-jail', 'cgroup-limits', 'egress-connectors'],
+    warnings: ['no control groups: microVMs run without memory, task and CPU limits'],
+  },
   ListNetworkConnectors: {
     networkConnectors: [
       {

@@ -43,6 +43,7 @@ import {
   type CommandContext,
 } from './command.js';
 import { CONNECTOR_COMMANDS, expandConnectors } from './connector-commands.js';
+import { HOST_COMMAND } from './host-command.js';
 import { clean, print, record, table } from './format.js';
 
 export { CliUsageError, type ApiCommand, type CommandContext } from './command.js';
@@ -612,6 +613,7 @@ export const API_COMMANDS: ApiCommand[] = [
     },
   },
   ...CONNECTOR_COMMANDS,
+  HOST_COMMAND,
   {
     name: 'tag-resource',
     summary: 'tag an image or a network connector',

@@ -396,3 +396,24 @@ export async function getNetworkConnector(c: HearthConnection, nameOrArn: string
 export async function deleteNetworkConnector(c: HearthConnection, nameOrArn: string): Promise<void> {
   await hearthRequest(c, 'DELETE', connectorPath(nameOrArn));
 }
+
+/** What a Hearth enforces around its microVMs, and what it cannot there (GET /hearth/v1/host). */
+export interface HostInfo {
+  accelerator: 'kvm' | 'tcg';
+  /** QEMU runs as its own uid per VM in a pivot_root jail (root only). */
+  jail: boolean;
+  /** Each QEMU has memory, task and CPU limits. */
+  cgroups: boolean;
+  /** 'user-mode': a Hearth without root; guests reach nothing and egress connectors are refused. */
+  network: 'namespaces' | 'user-mode';
+  /** Stable protection names: qemu-seccomp, qemu-jail, cgroup-limits, egress-deny-all, egress-connectors. */
+  enforced: string[];
+  notEnforced: string[];
+  /** What each missing protection means, one sentence each. */
+  warnings: string[];
+}
+
+/** Describes what the Hearth at `c` enforces (e.g. whether it runs without root). */
+export function hostInfo(c: HearthConnection): Promise<HostInfo> {
+  return hearthRequest<HostInfo>(c, 'GET', '/hearth/v1/host');
+}

@@ -223,7 +223,13 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
 
   const lookupSecret = async (id: string) => (await store.apiKeys.get(id))?.secretAccessKey;
   const api = createApiServer({
-    handlers: createHandlers({ images, microvms: m, connectors, baseDisk: artifacts.baseDisk }),
+    handlers: createHandlers({
+      images,
+      microvms: m,
+      connectors,
+      baseDisk: artifacts.baseDisk,
+      host: () => engine.protections,
+    }),
     lookupSecret,
     region: config.region,
     logger: createLogger('api'),
