@@ -25,18 +25,35 @@ export interface BaseDisk {
   createdAt: string;
 }
 
+/** The name of the base disk this version of Hearth builds (a hash of what goes into it). */
+function baseDiskName(): string {
+  const key = sha256(
+    JSON.stringify({ v: 2, suite: BASE_SUITE, packages: BASE_PACKAGES, size: BASE_DISK_SIZE_MIB }),
+  ).slice(0, 12);
+  return `${BASE_SUITE}-${key}`;
+}
+
+/**
+ * The base disk in `baseDisksDir` if it was built already (paths as of where it is now: a data
+ * directory may be moved or copied), else undefined. Builds nothing.
+ */
+export async function cachedBaseDisk(baseDisksDir: string): Promise<BaseDisk | undefined> {
+  const dir = join(baseDisksDir, baseDiskName());
+  const manifest = join(dir, 'base.json');
+  if (!existsSync(manifest)) return undefined;
+  const base = JSON.parse(await readFile(manifest, 'utf8')) as BaseDisk;
+  return { ...base, path: join(dir, 'disk.raw'), rootfsTar: join(dir, 'rootfs.tar') };
+}
+
 /**
  * Builds (once, then cached) the minimal Debian root filesystem with mmdebstrap from Debian's own
  * packages, and turns it into an ext4 disk image with mkfs.ext4 -d.
  */
 export async function ensureBaseDisk(baseDisksDir: string): Promise<BaseDisk> {
-  const key = sha256(
-    JSON.stringify({ v: 2, suite: BASE_SUITE, packages: BASE_PACKAGES, size: BASE_DISK_SIZE_MIB }),
-  ).slice(0, 12);
-  const name = `${BASE_SUITE}-${key}`;
+  const cached = await cachedBaseDisk(baseDisksDir);
+  if (cached) return cached;
+  const name = baseDiskName();
   const dir = join(baseDisksDir, name);
-  const manifest = join(dir, 'base.json');
-  if (existsSync(manifest)) return JSON.parse(await readFile(manifest, 'utf8')) as BaseDisk;
 
   await mkdir(baseDisksDir, { recursive: true });
   const staging = `${dir}.staging`;

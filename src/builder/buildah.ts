@@ -34,13 +34,22 @@ export const BUILDER_SUBID_START = 1879048192;
 export const BUILDER_SUBID_COUNT = 65536;
 const BUILD_TIMEOUT_MS = 30 * 60_000; // 30 minutes
 
+export interface BuildahOptions {
+  /**
+   * The user buildah runs as, through runuser (Hearth must be root). Default: `hearth-builder` when
+   * Hearth runs as root, else Hearth's own user, directly (a Hearth without root: that user needs a
+   * subordinate uid range, see `hearth setup --for-user`).
+   */
+  user?: string;
+}
+
 /**
- * buildah, run rootless as the unprivileged user `hearth-builder`, with its image storage inside
- * the data directory (overlay driver).
+ * buildah, run rootless as an unprivileged user (`hearth-builder` for a Hearth run as root, else
+ * Hearth's own user), with its image storage inside the data directory (overlay driver).
  *
- * Isolation of builds: buildah itself and every RUN step run as `hearth-builder` inside a user
- * namespace where root is one of that user's 65536 subordinate uids: RUN steps get an OCI container
- * (runc, rootless: new mount, pid, ipc, uts namespaces, seccomp, reduced capabilities) and a private
+ * Isolation of builds: buildah itself and every RUN step run as that user inside a user namespace
+ * where root is one of the user's 65536 subordinate uids: RUN steps get an OCI container (runc,
+ * rootless: new mount, pid, ipc, uts namespaces, seccomp, reduced capabilities) and a private
  * network through slirp4netns (outbound NAT only, the host's loopback not reachable). Nothing in a
  * build runs as host root.
  */
@@ -52,13 +61,16 @@ export class Buildah {
   /** Scratch space the builder user writes into (exported disks). */
   readonly outDir: string;
   private prepared = false;
+  /** Who runs buildah through runuser; undefined: this process's own user, directly. */
+  readonly user: string | undefined;
 
   /** buildah's global options naming Hearth's image storage (before the subcommand). */
   private get storageArgs(): string[] {
     return ['--root', this.storageRoot, '--runroot', this.runRoot, '--storage-driver', 'overlay'];
   }
 
-  constructor(builderDir: string) {
+  constructor(builderDir: string, o: BuildahOptions = {}) {
+    this.user = o.user ?? (process.getuid?.() === 0 ? BUILDER_USER : undefined);
     this.home = builderDir;
     this.storageRoot = join(builderDir, 'storage');
     this.runRoot = join(builderDir, 'run');
@@ -66,10 +78,16 @@ export class Buildah {
     this.outDir = join(builderDir, 'out');
   }
 
-  /** Creates the builder's directories, owned by the builder user. Idempotent. */
+  /** The uid and gid buildah runs as. */
+  ids(): Promise<{ uid: number; gid: number }> {
+    if (this.user === undefined) return Promise.resolve({ uid: process.getuid!(), gid: process.getgid!() });
+    return userIds(this.user);
+  }
+
+  /** Creates the builder's directories, owned by the user buildah runs as. Idempotent. */
   async prepare(): Promise<void> {
     if (this.prepared) return;
-    const { uid, gid } = await builderIds();
+    const { uid, gid } = await this.ids();
     for (const d of [this.home, this.storageRoot, this.runRoot, this.runtimeDir, this.outDir]) {
       await mkdir(d, { recursive: true, mode: 0o700 });
       const st = await stat(d);
@@ -80,24 +98,18 @@ export class Buildah {
   }
 
   private command(args: string[]): [string, string[]] {
-    return [
-      'runuser',
-      [
-        '-u',
-        BUILDER_USER,
-        '--',
-        'env',
-        `HOME=${this.home}`,
-        `XDG_RUNTIME_DIR=${this.runtimeDir}`,
-        'PATH=/usr/sbin:/usr/bin:/sbin:/bin',
-        'buildah',
-        ...this.storageArgs,
-        ...args,
-      ],
+    const env = [
+      `HOME=${this.home}`,
+      `XDG_RUNTIME_DIR=${this.runtimeDir}`,
+      'PATH=/usr/sbin:/usr/bin:/sbin:/bin',
+      'buildah',
+      ...this.storageArgs,
+      ...args,
     ];
+    return this.user === undefined ? ['env', env] : ['runuser', ['-u', this.user, '--', 'env', ...env]];
   }
 
-  /** Runs a buildah subcommand as the builder user, with Hearth's storage. */
+  /** Runs a buildah subcommand as the user builds run as, with Hearth's storage. */
   async exec(
     args: string[],
     opts: { timeoutMs?: number; onLog?: (line: string) => void; allowFailure?: boolean } = {},
@@ -226,7 +238,7 @@ export class Buildah {
    * is gone, then removes the working containers they left. Returns how many processes it killed.
    */
   async cleanupAfterCrash(): Promise<number> {
-    const { uid } = await builderIds().catch(() => ({ uid: -1 }));
+    const { uid } = await this.ids().catch(() => ({ uid: -1 }));
     const killed: number[] = [];
     if (uid >= 0) {
       for (const d of await readdir('/proc')) {
@@ -249,11 +261,11 @@ export class Buildah {
   }
 }
 
-/** The builder user's uid and gid; throws if setup has not created it. */
-export async function builderIds(): Promise<{ uid: number; gid: number }> {
+/** A user's uid and gid from /etc/passwd; throws if there is no such user (setup creates hearth-builder). */
+export async function userIds(user: string): Promise<{ uid: number; gid: number }> {
   const passwd = await readFile('/etc/passwd', 'utf8');
-  const line = passwd.split('\n').find((l) => l.startsWith(`${BUILDER_USER}:`));
-  if (!line) throw new Error(`the builder user ${BUILDER_USER} does not exist: run \`hearth setup\``);
+  const line = passwd.split('\n').find((l) => l.startsWith(`${user}:`));
+  if (!line) throw new Error(`the user ${user} does not exist: run \`hearth setup\``);
   const f = line.split(':');
   return { uid: Number(f[2]), gid: Number(f[3]) };
 }

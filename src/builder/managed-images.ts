@@ -90,6 +90,15 @@ export async function ensureBuilderUser(home: string): Promise<void> {
       );
     }
   }
+  await ensureTunUsable();
+}
+
+/**
+ * Lets unprivileged users open /dev/net/tun (the Debian default, 0666; creating a device with it
+ * still needs CAP_NET_ADMIN in the owning namespace): slirp4netns needs it for the network of
+ * RUN steps in rootless builds. Root only; idempotent.
+ */
+export async function ensureTunUsable(): Promise<void> {
   const tun = await stat('/dev/net/tun').catch(() => undefined);
   if (tun && (tun.mode & 0o666) !== 0o666) await chmod('/dev/net/tun', 0o666);
 }

@@ -19,7 +19,7 @@ mkfs.ext4 -q -F -L hearth-root -E root_owner=0:0 -d "$ROOTFS" "$1" "$2"M
 /**
  * Makes an ext4 disk image of `sizeMiB` (sparse: only written blocks use host space) holding the
  * root filesystem of image `ref`, with ownership, modes, links and special files as the image has
- * them, at `diskPath` (owned by root). Returns the bytes of file content. Throws DiskFullError when
+ * them, at `diskPath` (owned by Hearth's user). Returns the bytes of file content. Throws DiskFullError when
  * the content does not fit or the host disk is full; leaves no file on failure.
  */
 export async function imageToDisk(
@@ -31,7 +31,8 @@ export async function imageToDisk(
   const scratch = join(buildah.outDir, `${basename(diskPath)}.${process.pid}.tmp`);
   try {
     const r = await buildah.withRootfs(ref, EXPORT_SCRIPT, [scratch, String(sizeMiB)]);
-    await chown(scratch, 0, 0);
+    // The disk belongs to Hearth's user (root's when Hearth runs as root), not to the builder's.
+    if (process.getuid?.() === 0) await chown(scratch, 0, 0);
     await rename(scratch, diskPath);
     const st = await stat(diskPath);
     return { contentBytes: Number(r.stdout.trim().split('\n')[0]) || 0, allocatedBytes: st.blocks * 512 };

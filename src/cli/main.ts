@@ -11,6 +11,8 @@ import type { OutputMode } from './format.js';
 const LOCAL_COMMANDS = `
 Host and server:
   setup [--accelerator auto|kvm|tcg]     prepare this host (packages, guest kernel, base image); idempotent
+  setup --for-user NAME [--data-dir D]   as root: prepare a data directory (default /var/lib/hearth-NAME)
+                                         that NAME then serves from without root
   serve [--config FILE] [options]        run the API, the engine and the gateway (see README, Configuration)
   demo [--exit]                          the main job: serve, build examples/flask, launch, call, idle, resume
 `;
@@ -86,15 +88,29 @@ async function local(command: string, rest: string[]): Promise<number> {
   }
   const { values } = parseArgs({
     args: rest,
-    options: { ...GLOBAL, accelerator: { type: 'string' }, exit: { type: 'boolean' } },
+    options: {
+      ...GLOBAL,
+      accelerator: { type: 'string' },
+      exit: { type: 'boolean' },
+      'for-user': { type: 'string' },
+    },
   });
-  const dataDir = values['data-dir'] ? new DataDir(values['data-dir']) : DataDir.fromEnv();
+  const forUser = values['for-user'];
+  const dataDir = values['data-dir']
+    ? new DataDir(values['data-dir'])
+    : forUser && command === 'setup'
+      ? new DataDir(`/var/lib/hearth-${forUser}`)
+      : DataDir.fromEnv();
   if (command === 'setup') {
     const accel = (values.accelerator ?? 'auto') as AccelSetting;
     if (!['auto', 'kvm', 'tcg'].includes(accel))
       throw new CliUsageError(`--accelerator must be auto, kvm or tcg, not '${accel}'`);
-    const a = await setupHost(dataDir, { accelerator: accel });
+    const a = await setupHost(dataDir, { accelerator: accel, ...(forUser ? { forUser } : {}) });
     process.stdout.write(`host ready: accelerator ${a.accel.accel} (${a.accel.reason})\n`);
+    if (forUser)
+      process.stdout.write(
+        `${dataDir.root} is ${forUser}'s; as ${forUser}, without root: hearth serve --data-dir ${dataDir.root}\n`,
+      );
     return 0;
   }
   process.env.HEARTH_LOG_LEVEL ??= 'warn';

@@ -25,7 +25,7 @@ export async function ensureAgentBundle(guestDir: string): Promise<AgentBundle> 
   const version = (await candidateVersion('qemu-guest-agent')) ?? 'unknown';
   const dir = join(guestDir, `agent-${version.replace(/[^A-Za-z0-9.+-]/g, '_')}`);
   const manifest = join(dir, 'agent.json');
-  if (existsSync(manifest)) return JSON.parse(await readFile(manifest, 'utf8')) as AgentBundle;
+  if (existsSync(manifest)) return { ...(JSON.parse(await readFile(manifest, 'utf8')) as AgentBundle), dir };
 
   log.info('bundling qemu-guest-agent', { version });
   const work = await downloadAndExtract('qemu-guest-agent', guestDir);

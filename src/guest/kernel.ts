@@ -91,7 +91,11 @@ export async function ensureKernel(kernelDir: string): Promise<GuestKernel> {
   const release = pkg.replace(/^linux-image-/, '');
   const dir = join(kernelDir, release);
   const manifest = join(dir, 'kernel.json');
-  if (existsSync(manifest)) return JSON.parse(await readFile(manifest, 'utf8')) as GuestKernel;
+  if (existsSync(manifest)) {
+    // Paths are those of the directory it is in now (a data directory may be moved or copied).
+    const k = JSON.parse(await readFile(manifest, 'utf8')) as GuestKernel;
+    return { ...k, vmlinuz: join(dir, 'vmlinuz'), modulesDir: join(dir, 'modules') };
+  }
 
   log.info('fetching guest kernel', { package: pkg });
   const work = await downloadAndExtract(pkg, kernelDir);

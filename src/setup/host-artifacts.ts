@@ -20,9 +20,13 @@ export interface HostArtifacts {
 /** The host has not been set up (or the data directory was moved or wiped). */
 export class HostNotSetUpError extends HearthError {
   readonly code = 'HOST_NOT_SET_UP';
-  constructor(dataDir: string) {
-    super(`no host setup found in ${dataDir}`, {
-      hint: 'run `hearth setup` first (the README commands do it for you)',
+  /** `detail`: what is missing, when known. */
+  constructor(dataDir: string, detail?: string) {
+    super(detail ? `the host is not set up for ${dataDir}: ${detail}` : `no host setup found in ${dataDir}`, {
+      hint:
+        process.getuid?.() === 0
+          ? 'run `hearth setup` first (the README commands do it for you)'
+          : `a Hearth without root needs a host prepared by root: hearth setup --for-user <you> --data-dir ${dataDir}`,
     });
   }
 }

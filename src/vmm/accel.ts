@@ -33,10 +33,20 @@ export async function qemuVersion(): Promise<string> {
   return /version (\S+)/.exec(out)?.[1] ?? 'unknown';
 }
 
+/**
+ * What a cached probe result holds for: kernel, QEMU, CPU, and whether /dev/kvm exists and this
+ * user may open it (a Hearth without root may not, where root's probe chose KVM).
+ */
 async function hostKey(): Promise<string> {
   const cpu =
     /model name\s*:\s*(.*)/.exec(await readFile('/proc/cpuinfo', 'utf8').catch(() => ''))?.[1] ?? '?';
-  return [release(), await qemuVersion(), cpu, existsSync('/dev/kvm') ? 'kvm-dev' : 'no-kvm-dev'].join('|');
+  let kvm = 'no-kvm-dev';
+  if (existsSync('/dev/kvm'))
+    kvm = await access('/dev/kvm', fsc.R_OK | fsc.W_OK).then(
+      () => 'kvm-dev',
+      () => 'kvm-dev-no-access',
+    );
+  return [release(), await qemuVersion(), cpu, kvm].join('|');
 }
 
 /** How a probe boot ended: its duration when the guest reached userspace, else its console's last lines. */

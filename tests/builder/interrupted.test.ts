@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { Buildah, builderIds } from '../../src/builder/buildah.js';
+import { Buildah, BUILDER_USER, userIds } from '../../src/builder/buildah.js';
 import { versionPaths } from '../../src/builder/build-image.js';
 import { ImageService } from '../../src/core/images.js';
 import { openStore } from '../../src/store/database.js';
@@ -40,7 +40,7 @@ async function buildAndKillAt(
 }
 
 async function builderProcesses(storageRoot: string): Promise<number[]> {
-  const { uid } = await builderIds();
+  const { uid } = await userIds(BUILDER_USER);
   const pids: number[] = [];
   for (const d of await readdir('/proc')) {
     if (!/^\d+$/.test(d)) continue;
