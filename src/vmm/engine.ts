@@ -379,6 +379,7 @@ export class Engine {
    */
   async boot(o: BootOptions): Promise<MicroVm> {
     assertSafeId(o.vmId, 'VM id');
+    if (o.egress) this.checkEgress(o.egress); // before anything is created
     if (this.vms.has(o.vmId) || existsSync(new VmLayout(this.ctx.dataDir.vmsDir, o.vmId).dir)) {
       throw new InvalidVmStateError(o.vmId, 'boot', 'exists', ['absent']);
     }
@@ -621,6 +622,7 @@ export class Engine {
    */
   async clone(template: Template, o: CloneOptions): Promise<MicroVm> {
     assertSafeId(o.vmId, 'VM id');
+    if (o.egress) this.checkEgress(o.egress); // before anything is created
     const L = new VmLayout(this.ctx.dataDir.vmsDir, o.vmId);
     if (this.vms.has(o.vmId) || existsSync(L.dir))
       throw new InvalidVmStateError(o.vmId, 'clone', 'exists', ['absent']);

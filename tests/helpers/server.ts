@@ -64,7 +64,7 @@ export interface EndpointResponse {
 
 /** One HTTPS request to a microVM endpoint (host:port from GetMicrovm), trusting the test CA. */
 export function callEndpoint(
-  t: TestServer,
+  t: Pick<TestServer, 'ca'>,
   endpoint: string,
   opts: {
     token?: string;
