@@ -348,6 +348,13 @@ describe('hearth serve run by an unprivileged user', () => {
       path: '/index.html',
     });
     expect(page).toMatchObject({ status: 200, body: 'made-by-a-run-step\n' });
+    // A port nothing listens on: QEMU accepts, then closes (no refusal to see): still a 502.
+    const none = await callEndpoint({ ca }, vm.endpoint!, {
+      token: await createEndpointToken(client, vm.microvmId!, { ports: [9999] }),
+      port: 9999,
+    });
+    expect(none.status).toBe(502);
+    expect(JSON.parse(none.body)).toMatchObject({ code: 'UPSTREAM_RESET' });
     await client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.microvmId! }));
     expect(serverStderr()).not.toMatch(/\bERROR\b/);
   });
