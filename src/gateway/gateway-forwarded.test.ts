@@ -8,7 +8,14 @@ import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { UpstreamAddress } from './backend.js';
-import { lineEchoServer, listenLocal, sendConnect, startGatewayKit, type GatewayKit } from './testing.js';
+import {
+  h2Get,
+  lineEchoServer,
+  listenLocal,
+  sendConnect,
+  startGatewayKit,
+  type GatewayKit,
+} from './testing.js';
 
 let k: GatewayKit;
 let echo: ReturnType<typeof lineEchoServer>;
@@ -75,24 +82,13 @@ describe('a route with connectAddress (forwarded guest ports)', () => {
 
   it('HTTP/2 to an HTTP/1.1 app, and h2c, go there too', async () => {
     const s = http2.connect(`https://127.0.0.1:${k.port}`, { ca: k.ca, servername: k.host('vm-f') });
-    const get = (port: number, extra: http2.OutgoingHttpHeaders = {}) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        void token(port).then((t) => {
-          const req = s.request({
-            ':authority': k.host('vm-f'),
-            ':path': '/x',
-            'x-hearth-proxy-port': String(port),
-            'x-hearth-proxy-auth': t,
-            ...extra,
-          });
-          let status = 0;
-          let body = '';
-          req.on('response', (h) => (status = Number(h[':status'])));
-          req.on('data', (c: Buffer) => (body += c.toString()));
-          req.on('end', () => resolve({ status, body }));
-          req.on('error', reject);
-          req.end();
-        }, reject);
+    const get = async (port: number, extra: http2.OutgoingHttpHeaders = {}) =>
+      h2Get(s, {
+        ':authority': k.host('vm-f'),
+        ':path': '/x',
+        'x-hearth-proxy-port': String(port),
+        'x-hearth-proxy-auth': await token(port),
+        ...extra,
       });
     try {
       const h1 = await get(GUEST_HTTP);

@@ -4,6 +4,7 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
+import type http2 from 'node:http2';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,6 +115,23 @@ export class FakeBackend implements GatewayBackend {
       if (e.microvmId === id && e.kind === kind) n += kind === 'bytes' ? (e.bytes ?? 0) : 1;
     return n;
   }
+}
+
+/** One HTTP/2 request on `session` (no body): its status and its body as text. */
+export function h2Get(
+  session: http2.ClientHttp2Session,
+  headers: http2.OutgoingHttpHeaders,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request(headers);
+    let status = 0;
+    let body = '';
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => resolve({ status, body }));
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /** Starts `server` on 127.0.0.1 port 0 and returns its port. */

@@ -13,7 +13,7 @@ import {
   waitForImageVersion,
   waitForMicrovm,
 } from '../../src/sdk/index.js';
-import { sendConnect } from '../../src/gateway/testing.js';
+import { h2Get, sendConnect } from '../../src/gateway/testing.js';
 import { BASE_ARN, fixtureImage } from '../helpers/images.js';
 import { callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -107,19 +107,10 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
     const [host, port] = vm.endpoint.split(':') as [string, string];
     const session = connect(`https://127.0.0.1:${port}`, { ca: t.ca, servername: host });
     try {
-      const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = session.request({
-          ':path': '/',
-          ':authority': vm.endpoint,
-          'x-hearth-proxy-auth': vm.token,
-        });
-        let status = 0;
-        let body = '';
-        req.on('response', (h) => (status = Number(h[':status'])));
-        req.on('data', (c: Buffer) => (body += c.toString()));
-        req.on('end', () => resolve({ status, body }));
-        req.on('error', reject);
-        req.end();
+      const { status, body } = await h2Get(session, {
+        ':path': '/',
+        ':authority': vm.endpoint,
+        'x-hearth-proxy-auth': vm.token,
       });
       expect(status).toBe(200);
       expect(JSON.parse(body)).toHaveProperty('count');

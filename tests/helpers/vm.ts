@@ -95,3 +95,21 @@ export function networkManager(engine: Engine): NetworkManager {
   if (engine.ctx.network.mode !== 'namespaces') throw new Error('the engine does not use network namespaces');
   return engine.ctx.network as NetworkManager;
 }
+
+/** Tries a TCP connection from inside the guest (3 s timeout); resolves to "connected" or the error's class name. */
+export async function guestConnect(vm: MicroVm, host: string, port: number): Promise<string> {
+  const script = `
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print('connected')
+except Exception as e:
+    print(type(e).__name__)
+`;
+  const r = await (
+    await vm.agent()
+  ).exec('/usr/bin/python3', ['-c', script, host, String(port)], {
+    timeoutMs: 20_000,
+  });
+  return r.stdout.toString().trim();
+}

@@ -3,23 +3,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Engine } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
 import { GUEST_GATEWAY } from '../../src/net/vm-network.js';
-import { openEngine, tapNet, uniqueId, vmUrl } from '../helpers/vm.js';
+import { guestConnect, openEngine, tapNet, uniqueId, vmUrl } from '../helpers/vm.js';
 import { httpGet } from '../../src/util/http-get.js';
-
-/** Tries a TCP connection from inside the guest; resolves to "connected" or the error's name. */
-async function guestConnect(vm: MicroVm, host: string, port: number): Promise<string> {
-  const agent = await vm.agent();
-  const script = `
-import socket, sys
-try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
-    print('connected')
-except Exception as e:
-    print(type(e).__name__)
-`;
-  const r = await agent.exec('/usr/bin/python3', ['-c', script, host, String(port)], { timeoutMs: 20_000 });
-  return r.stdout.toString().trim();
-}
 
 /** A refused, timed-out or unreachable connection: the probe ran, and the connection failed. */
 const BLOCKED = /^(TimeoutError|ConnectionRefusedError|OSError)$/;
