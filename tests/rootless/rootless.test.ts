@@ -5,7 +5,7 @@
  * starts the user's processes with setpriv and looks at what they started.
  */
 import type { ChildProcess } from 'node:child_process';
-import { chmod, chown, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,14 +19,16 @@ import {
   hostInfo,
   ListMicrovmsCommand,
   managedConnectorArn,
+  ResumeMicrovmCommand,
   RunMicrovmCommand,
+  SuspendMicrovmCommand,
   TerminateMicrovmCommand,
   waitForImageVersion,
   waitForMicrovm,
   type HearthConnection,
 } from '../../src/sdk/index.js';
 import { httpGet } from '../../src/util/http-get.js';
-import { BASE_ARN } from '../helpers/images.js';
+import { BASE_ARN, fixtureImage } from '../helpers/images.js';
 import {
   copyTemplate,
   ensureTestUser,
@@ -269,15 +271,17 @@ describe('hearth serve run by an unprivileged user', () => {
     if (!gatewayPort) throw new Error(`hearth serve did not start:\n${w.stderr()}`);
     conn = JSON.parse(await readFile(join(dataDir.root, 'api-credentials.json'), 'utf8')) as HearthConnection;
     ca = await readFile(join(dataDir.root, 'tls', 'ca.crt'), 'utf8');
-    // A build context the user can read.
+    // A build context the user can read: the lifecycle app (counter on 8080, every hook on 9000,
+    // recorded in GET /state) with a RUN step, which runs in a rootless container.
     appDir = await mkdtemp(join(tmpdir(), 'hearth-rl-app-'));
     await writeFile(
       join(appDir, 'Dockerfile'),
-      'FROM hearth/base:bookworm\nRUN id -u > /built-as && echo made-by-a-run-step > /srv/index.html\n' +
-        'CMD ["python3", "-m", "http.server", "8080", "--directory", "/srv"]\n',
+      'FROM hearth/base:bookworm\nRUN test "$(id -u)" = 0 && mkdir -p /srv && echo ok > /srv/run-step\n' +
+        'COPY app.py /srv/app.py\nCMD ["python3", "-u", "/srv/app.py"]\n',
     );
+    await copyFile(join(fixtureImage('lifecycle'), 'app.py'), join(appDir, 'app.py'));
     await chmod(appDir, 0o755);
-    await chmod(join(appDir, 'Dockerfile'), 0o644);
+    for (const f of ['Dockerfile', 'app.py']) await chmod(join(appDir, f), 0o644);
   }, 120_000);
 
   afterAll(async () => {
@@ -310,7 +314,7 @@ describe('hearth serve run by an unprivileged user', () => {
     expect(printed).toMatch(/^not enforced\s+qemu-jail, cgroup-limits, egress-connectors$/m);
   });
 
-  it('builds an image rootless (a RUN step too), launches it, serves it through the gateway, refuses egress', async () => {
+  it('builds an image rootless (a RUN step, a ready hook), launches it, serves it through the gateway, calls its hooks, suspends and resumes it, refuses egress', async () => {
     const client = hearthClient(conn);
     const name = `rl-app-${Date.now().toString(36)}`;
     await client.send(
@@ -319,6 +323,11 @@ describe('hearth serve run by an unprivileged user', () => {
         codeArtifact: { uri: appDir },
         baseImageArn: BASE_ARN,
         buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
+        hooks: {
+          port: 9000,
+          microvmImageHooks: { ready: 'ENABLED', readyTimeoutInSeconds: 120 },
+          microvmHooks: { run: 'ENABLED', suspend: 'ENABLED', resume: 'ENABLED' },
+        },
       }),
     );
     const v = await waitForImageVersion(client, name, '1.0', { timeoutMs: 300_000 });
@@ -339,15 +348,22 @@ describe('hearth serve run by an unprivileged user', () => {
         'this Hearth runs without root (user-mode networking): egress connectors cannot be enforced; run it as root or without egress connectors',
     });
 
-    const run = await client.send(new RunMicrovmCommand({ imageIdentifier: name }));
+    const run = await client.send(new RunMicrovmCommand({ imageIdentifier: name, runHookPayload: 'hi' }));
     const vm = await waitForMicrovm(client, run.microvmId!, ['RUNNING']);
     const token = await createEndpointToken(client, vm.microvmId!);
     expect(vm.endpoint).toBe(`${vm.microvmId}.microvm.localhost:${gatewayPort}`);
-    const page = await callEndpoint({ ca }, vm.endpoint!, {
-      token,
-      path: '/index.html',
-    });
-    expect(page).toMatchObject({ status: 200, body: 'made-by-a-run-step\n' });
+    const state = async () => {
+      const r = await callEndpoint({ ca }, vm.endpoint!, { token, path: '/state' });
+      expect(r.status, r.body).toBe(200);
+      return JSON.parse(r.body) as { hooks: string[]; payload: string | null };
+    };
+    // ready (before the snapshot) and run (after the launch) reached port 9000 through forwards.
+    expect(await state()).toMatchObject({ hooks: ['ready', 'run'], payload: 'hi' });
+    await client.send(new SuspendMicrovmCommand({ microvmIdentifier: vm.microvmId! }));
+    await waitForMicrovm(client, vm.microvmId!, ['SUSPENDED']);
+    await client.send(new ResumeMicrovmCommand({ microvmIdentifier: vm.microvmId! }));
+    await waitForMicrovm(client, vm.microvmId!, ['RUNNING']);
+    expect((await state()).hooks).toEqual(['ready', 'run', 'suspend', 'resume']);
     // A port nothing listens on: QEMU accepts, then closes (no refusal to see): still a 502.
     const none = await callEndpoint({ ca }, vm.endpoint!, {
       token: await createEndpointToken(client, vm.microvmId!, { ports: [9999] }),
