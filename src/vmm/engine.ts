@@ -192,6 +192,8 @@ export class Engine {
   /**
    * Opens the engine on a set-up data directory: takes its lock, then removes what a crashed
    * predecessor left: QEMU processes, VM networks, sockets and uncommitted snapshot directories.
+   * Logs one warning per protection it cannot give here (see `protections`): without root there is
+   * no jail, no control groups, and networking is user-mode.
    */
   static async open(opts: EngineOptions): Promise<Engine> {
     const dataDir = opts.dataDir;

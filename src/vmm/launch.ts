@@ -140,8 +140,10 @@ async function giveFile(file: string, uid: number): Promise<void> {
 }
 
 /**
- * Starts QEMU for `vm` inside its network namespace (jailed when the engine jails) and connects
- * QMP. On failure the process is killed before the error propagates (no orphan).
+ * Starts QEMU for `vm` (jailed when the engine jails) and connects QMP: inside the VM's network
+ * namespace for a tap network; with a user-mode network, in Hearth's own namespace, and the VM's
+ * forwards are bound to the new process (those it had before a suspend are added back). On
+ * failure the process is killed before the error propagates (no orphan).
  */
 export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptions): Promise<void> {
   const L = vm.layout;

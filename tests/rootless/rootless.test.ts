@@ -15,6 +15,7 @@ import { DataDir } from '../../src/config/data-dir.js';
 import {
   createEndpointToken,
   CreateMicrovmImageCommand,
+  DeleteMicrovmImageCommand,
   hearthClient,
   hostInfo,
   ListMicrovmsCommand,
@@ -372,6 +373,8 @@ describe('hearth serve run by an unprivileged user', () => {
     expect(none.status).toBe(502);
     expect(JSON.parse(none.body)).toMatchObject({ code: 'UPSTREAM_RESET' });
     await client.send(new TerminateMicrovmCommand({ microvmIdentifier: vm.microvmId! }));
+    await waitForMicrovm(client, vm.microvmId!, ['TERMINATED']);
+    await client.send(new DeleteMicrovmImageCommand({ imageIdentifier: name })); // its disk and snapshot go
     expect(serverStderr()).not.toMatch(/\bERROR\b/);
   });
 });
