@@ -222,6 +222,22 @@ const hearthImageExtensions = {
 
 // ---- output members ----
 
+const MicrovmUsage = struct('MicrovmUsage', {
+  baselineMilliVcpus: required(int(), {
+    doc: 'Cores guaranteed, in thousandths: baseline memory / 2 GiB (250 for 512 MiB).',
+  }),
+  peakMilliVcpus: required(int(), {
+    doc: 'Cores it may burst to (4x baseline, at least one vCPU), in thousandths.',
+  }),
+  cpuMilliseconds: required(int(), { doc: 'CPU time used over its whole life (all runs), ms.' }),
+  cpuMillisecondsAboveBaseline: required(int(), {
+    doc: 'Of that, the part above its baseline, added up per sampling interval (about 1 s), ms.',
+  }),
+  memoryMiB: required(int(), { doc: 'Resident host memory of its QEMU now (0 while not running), MiB.' }),
+  peakMemoryMiB: required(int(), { doc: 'The largest resident memory seen, MiB.' }),
+  sampledAt: optional(timestamp()),
+});
+
 const microvmOutput = {
   microvmId: required(str()),
   state: required(MicrovmState),
@@ -236,6 +252,10 @@ const microvmOutput = {
   stateReason: optional(StateReason),
   ingressNetworkConnectors: optional(list(str())),
   egressNetworkConnectors: optional(list(str())),
+  usage: optional(MicrovmUsage, {
+    hearthExtension: true,
+    doc: 'Hearth extension: what it used against its baseline (burst above it is measured per second).',
+  }),
 } as const;
 
 const imageVersionOutput = {
