@@ -179,9 +179,10 @@ export class Engine {
     const lockFile = join(dataDir.root, 'engine.lock');
     await acquireLock(lockFile, dataDir.root);
     const binDir = join(dataDir.cacheDir, 'jail');
-    const jail =
-      (opts.jail ?? true) && process.getuid?.() === 0 ? await openJail(dataDir, binDir) : undefined;
-    if (!jail) log.warn('QEMU runs unjailed (as this user, seeing its files): the jail needs root');
+    const wantJail = opts.jail ?? true;
+    const jail = wantJail && process.getuid?.() === 0 ? await openJail(dataDir, binDir) : undefined;
+    if (wantJail && !jail)
+      log.warn('QEMU runs unjailed (as this user, seeing what this user sees): the jail needs root');
     const ctx: EngineContext = {
       dataDir,
       artifacts,
