@@ -548,6 +548,16 @@ export class Engine {
     return t;
   }
 
+  /**
+   * Readies a template for clones ahead of time: verifies it (see template) and makes its sealed
+   * RAM copy (see TemplateRam), the two costs a template's first clone in a process would pay.
+   */
+  async warmTemplate(templateId: string): Promise<Template> {
+    const t = await this.template(templateId);
+    await this.ctx.templateRam.get(t);
+    return t;
+  }
+
   async deleteTemplate(templateId: string): Promise<void> {
     assertSafeId(templateId, 'template id');
     this.templates.delete(templateId);
