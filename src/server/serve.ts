@@ -78,16 +78,16 @@ export interface StartOptions {
   /** Answer 500 when a handler's output does not match its output shape (tests turn it on). */
   strictApiOutput?: boolean;
   /**
-   * Ready the snapshot of each image's latest ACTIVE version in the background once serving, so the
-   * first launch of each waits neither for its checksums (a 512 MiB template hashes in ~1 s) nor for
-   * its sealed RAM copy.
+   * Verify the snapshot of each image's latest ACTIVE version in the background once serving, so
+   * the first launch of each does not wait for its checksums (a 512 MiB template hashes in ~1 s).
    */
   warmTemplates?: boolean;
 }
 
 /**
- * Readies the template of every image's latest ACTIVE version, one at a time: checksums verified and
- * its sealed RAM copy made, so the first launch of each pays neither.
+ * Verifies the template of every image's latest ACTIVE version, one at a time, so the first launch
+ * of each does not wait for its checksums. (Sealed RAM copies are made on first use, not here: a
+ * host with many images would hold every image's RAM.)
  */
 async function warmTemplates(images: ImageService, engine: Engine, isStopped: () => boolean): Promise<void> {
   let cursor: string | undefined;
@@ -98,7 +98,7 @@ async function warmTemplates(images: ImageService, engine: Engine, isStopped: ()
       if (!image.latestActiveVersion) continue;
       try {
         const v = await images.runnableVersion(image.name);
-        await engine.warmTemplate(v.id);
+        await engine.template(v.id);
       } catch (e) {
         log.warn('could not verify an image snapshot ahead of launches', {
           image: image.name,
