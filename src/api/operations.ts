@@ -10,6 +10,7 @@
  */
 import { MEMORY_SIZES_MIB, READY_TIMEOUT_RANGE_S, RUNTIME_HOOK_TIMEOUT_RANGE_S } from '../core/image-spec.js';
 import { CONNECTOR_OPERATIONS } from './connector-operations.js';
+import { MICROVM_STATES } from '../core/model.js';
 import type { ExceptionName } from './exceptions.js';
 import {
   Arn,
@@ -61,14 +62,7 @@ const EnvironmentVariables = map(str({ maxLength: 4096, sensitive: true }), {
 
 const BuildArgs = map(str({ maxLength: 4096 }), { key: EnvVarName, maxEntries: LIMITS.buildArgs });
 
-export const MicrovmState = enumOf([
-  'PENDING',
-  'RUNNING',
-  'SUSPENDING',
-  'SUSPENDED',
-  'TERMINATING',
-  'TERMINATED',
-]);
+export const MicrovmState = enumOf(MICROVM_STATES);
 export const MicrovmImageState = enumOf([
   'CREATING',
   'CREATED',

@@ -131,7 +131,15 @@ export interface ImageBuildRecord {
   endedAt?: string;
 }
 
-export type MicrovmState = 'PENDING' | 'RUNNING' | 'SUSPENDING' | 'SUSPENDED' | 'TERMINATING' | 'TERMINATED';
+export const MICROVM_STATES = [
+  'PENDING',
+  'RUNNING',
+  'SUSPENDING',
+  'SUSPENDED',
+  'TERMINATING',
+  'TERMINATED',
+] as const;
+export type MicrovmState = (typeof MICROVM_STATES)[number];
 
 export interface IdlePolicy {
   maxIdleDurationSeconds: number;

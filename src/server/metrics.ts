@@ -1,5 +1,5 @@
 import type { MicrovmService } from '../core/microvms.js';
-import type { MicrovmRecord, MicrovmState } from '../core/model.js';
+import { MICROVM_STATES, type MicrovmRecord, type MicrovmState } from '../core/model.js';
 import type { VmMetrics } from '../gateway/metrics.js';
 
 /**
@@ -8,15 +8,6 @@ import type { VmMetrics } from '../gateway/metrics.js';
  * memory) and its endpoint traffic. Served at GET /hearth/v1/metrics (SigV4, like the API) and, when
  * `metricsPort` is set, without authentication on its own listener for a Prometheus scraper.
  */
-
-const STATES: readonly MicrovmState[] = [
-  'PENDING',
-  'RUNNING',
-  'SUSPENDING',
-  'SUSPENDED',
-  'TERMINATING',
-  'TERMINATED',
-];
 
 interface Family {
   name: string;
@@ -56,7 +47,7 @@ export function metricsText(o: {
 }): string {
   const f = (name: string, type: Family['type'], help: string): Family => ({ name, type, help, samples: [] });
   const byState = f('hearth_microvms', 'gauge', 'microVMs by state.');
-  for (const s of STATES) byState.samples.push({ labels: { state: s }, value: o.counts.get(s) ?? 0 });
+  for (const s of MICROVM_STATES) byState.samples.push({ labels: { state: s }, value: o.counts.get(s) ?? 0 });
   const cpu = f(
     'hearth_microvm_cpu_seconds_total',
     'counter',
@@ -101,7 +92,7 @@ export async function collectMetrics(
   microvms: MicrovmService,
   trafficOf: (id: string) => VmMetrics,
 ): Promise<string> {
-  const all = await microvms.listByStates(STATES);
+  const all = await microvms.listByStates(MICROVM_STATES);
   const counts = new Map<MicrovmState, number>();
   for (const r of all) counts.set(r.state, (counts.get(r.state) ?? 0) + 1);
   const byId = new Map(all.map((r) => [r.microvmId, r]));

@@ -1,18 +1,15 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CreateMicrovmImageCommand,
   RunMicrovmCommand,
   SuspendMicrovmCommand,
   TerminateMicrovmCommand,
   getMicrovmWithUsage,
   hearthMetrics,
-  waitForImageVersion,
   waitForMicrovm,
   type MicrovmUsageView,
 } from '../../src/sdk/index.js';
-import { BASE_ARN, fixtureImage } from '../helpers/images.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { buildFixtureImage, startTestServer, type TestServer } from '../helpers/server.js';
 
 const IMAGE = `usage-${Date.now().toString(36)}`;
 
@@ -35,16 +32,7 @@ describe('usage against the baseline: measured per microVM, in GetMicrovm and in
 
   beforeAll(async () => {
     t = await startTestServer({ metricsPort: 0 });
-    await t.client.send(
-      new CreateMicrovmImageCommand({
-        name: IMAGE,
-        codeArtifact: { uri: fixtureImage('lifecycle') },
-        baseImageArn: BASE_ARN,
-        buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
-        resources: [{ minimumMemoryInMiB: 512 }],
-      }),
-    );
-    expect((await waitForImageVersion(t.client, IMAGE, '1.0')).state).toBe('SUCCESSFUL');
+    await buildFixtureImage(t.client, IMAGE);
   });
 
   afterAll(async () => {
