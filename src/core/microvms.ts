@@ -219,13 +219,15 @@ export class MicrovmService {
   /** Starts the periodic check of idle, suspended and maximum-duration deadlines. */
   start(): void {
     if (this.timer) return;
-    this.timer = setInterval(
-      () =>
-        void this.checkDeadlines().catch((e: Error) =>
-          this.o.log.error('deadline check failed', { error: e.message }),
-        ),
-      this.limits.checkIntervalMs,
-    );
+    let checking = false;
+    this.timer = setInterval(() => {
+      // On a busy host one pass can outlast the interval: the next tick is skipped, never stacked.
+      if (checking) return;
+      checking = true;
+      void this.checkDeadlines()
+        .catch((e: Error) => this.o.log.error('deadline check failed', { error: e.message }))
+        .finally(() => (checking = false));
+    }, this.limits.checkIntervalMs);
     this.timer.unref();
   }
 
