@@ -75,7 +75,7 @@ async function launchRound(dataDir: DataDir, mode: Mode, n: number, round: numbe
   const engine = await Engine.open({ dataDir, ...mode.engine });
   const ms: number[] = [];
   try {
-    const template: Template = await engine.template(TEMPLATE);
+    const template: Template = await engine.warmTemplate(TEMPLATE);
     // One unmeasured launch: the sealed RAM copy and the network pool are made once per engine.
     await engine.destroy((await engine.clone(template, { vmId: `bench-iso-warm-${round}` })).id);
     for (let i = 0; i < n; i++) {

@@ -1,3 +1,4 @@
+import type { MicrovmUsage } from '../core/usage.js';
 import { cpus } from 'node:os';
 import { MANAGED_IMAGES, managedVersions } from '../builder/managed-images.js';
 import type { BaseDisk } from '../builder/base-rootfs.js';
@@ -89,7 +90,21 @@ function microvmOut(m: MicrovmService, rec: MicrovmRecord): OutputOf<'GetMicrovm
       : {}),
     ingressNetworkConnectors: v.ingressNetworkConnectors,
     egressNetworkConnectors: v.egressNetworkConnectors,
+    ...(v.usage ? { usage: usageOut(v.usage) } : {}),
   } as OutputOf<'GetMicrovm'>;
+}
+
+function usageOut(u: MicrovmUsage) {
+  const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
+  return {
+    baselineMilliVcpus: Math.round(u.baselineVcpus * 1000),
+    peakMilliVcpus: Math.round(u.peakVcpus * 1000),
+    cpuMilliseconds: Math.round(u.cpuSeconds * 1000),
+    cpuMillisecondsAboveBaseline: Math.round(u.cpuSecondsAboveBaseline * 1000),
+    memoryMiB: mib(u.memoryBytes),
+    peakMemoryMiB: mib(u.peakMemoryBytes),
+    ...(u.sampledAt ? { sampledAt: u.sampledAt } : {}),
+  };
 }
 
 type ImageInput = InputOf<'CreateMicrovmImage'> | InputOf<'UpdateMicrovmImage'>;

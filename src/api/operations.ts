@@ -11,6 +11,7 @@
 import { MEMORY_SIZES_MIB, READY_TIMEOUT_RANGE_S, RUNTIME_HOOK_TIMEOUT_RANGE_S } from '../core/image-spec.js';
 import { CONNECTOR_OPERATIONS } from './connector-operations.js';
 import { HOST_OPERATIONS } from './host-operations.js';
+import { MICROVM_STATES } from '../core/model.js';
 import type { ExceptionName } from './exceptions.js';
 import {
   Arn,
@@ -62,14 +63,7 @@ const EnvironmentVariables = map(str({ maxLength: 4096, sensitive: true }), {
 
 const BuildArgs = map(str({ maxLength: 4096 }), { key: EnvVarName, maxEntries: LIMITS.buildArgs });
 
-export const MicrovmState = enumOf([
-  'PENDING',
-  'RUNNING',
-  'SUSPENDING',
-  'SUSPENDED',
-  'TERMINATING',
-  'TERMINATED',
-]);
+export const MicrovmState = enumOf(MICROVM_STATES);
 export const MicrovmImageState = enumOf([
   'CREATING',
   'CREATED',
@@ -223,6 +217,22 @@ const hearthImageExtensions = {
 
 // ---- output members ----
 
+const MicrovmUsage = struct('MicrovmUsage', {
+  baselineMilliVcpus: required(int(), {
+    doc: 'Cores guaranteed, in thousandths: baseline memory / 2 GiB (250 for 512 MiB).',
+  }),
+  peakMilliVcpus: required(int(), {
+    doc: 'Cores it may burst to (4x baseline, at least one vCPU), in thousandths.',
+  }),
+  cpuMilliseconds: required(int(), { doc: 'CPU time used over its whole life (all runs), ms.' }),
+  cpuMillisecondsAboveBaseline: required(int(), {
+    doc: 'Of that, the part above its baseline, added up per sampling interval (about 1 s), ms.',
+  }),
+  memoryMiB: required(int(), { doc: 'Resident host memory of its QEMU now (0 while not running), MiB.' }),
+  peakMemoryMiB: required(int(), { doc: 'The largest resident memory seen, MiB.' }),
+  sampledAt: optional(timestamp()),
+});
+
 const microvmOutput = {
   microvmId: required(str()),
   state: required(MicrovmState),
@@ -237,6 +247,10 @@ const microvmOutput = {
   stateReason: optional(StateReason),
   ingressNetworkConnectors: optional(list(str())),
   egressNetworkConnectors: optional(list(str())),
+  usage: optional(MicrovmUsage, {
+    hearthExtension: true,
+    doc: 'Hearth extension: what it used against its baseline (burst above it is measured per second).',
+  }),
 } as const;
 
 const imageVersionOutput = {

@@ -26,6 +26,8 @@ import {
   createEndpointToken,
   hearthClient,
   hearthRequest,
+  hearthMetrics,
+  getMicrovmWithUsage,
   loadConnection,
   microvmConsole,
   waitForImageVersion,
@@ -236,14 +238,23 @@ export const API_COMMANDS: ApiCommand[] = [
   {
     name: 'get-microvm',
     aliases: ['get'],
-    summary: 'show a microVM',
+    summary: 'show a microVM, with its usage against its baseline (CPU, burst above it, memory)',
     usage: 'hearth get <microvm-id>',
     options: { 'microvm-identifier': { type: 'string' } },
     async run(ctx) {
-      const vm = clean(
-        await (await ctx.client()).send(new GetMicrovmCommand({ microvmIdentifier: microvmId(ctx) })),
-      );
+      // A raw signed request, so Hearth's `usage` extension field is shown (the AWS client drops it).
+      const vm = clean(await getMicrovmWithUsage(await ctx.connection(), microvmId(ctx)));
       print(ctx.output, vm, () => record(vm));
+      return 0;
+    },
+  },
+  {
+    name: 'metrics',
+    summary: "print Hearth's metrics (Prometheus text): microVMs by state, usage, endpoint traffic",
+    usage: 'hearth metrics',
+    options: {},
+    async run(ctx) {
+      process.stdout.write(await hearthMetrics(await ctx.connection()));
       return 0;
     },
   },

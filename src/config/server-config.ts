@@ -24,6 +24,12 @@ export interface ServerConfig {
   domain: string;
   /** A plaintext (no TLS) gateway port as well, off by default. Env HEARTH_GATEWAY_PLAINTEXT_PORT. */
   gatewayPlaintextPort?: number;
+  /**
+   * A port on apiHost serving GET /metrics (Prometheus text) without authentication, for a scraper;
+   * off by default (the same text is always at the API's signed GET /hearth/v1/metrics).
+   * Env HEARTH_METRICS_PORT.
+   */
+  metricsPort?: number;
   /** TLS certificate and key for the gateway; default: generated with a local CA in <dataDir>/tls. */
   tlsCertFile?: string;
   tlsKeyFile?: string;
@@ -100,6 +106,7 @@ const ENV: Record<string, keyof ServerConfig> = {
   HEARTH_GATEWAY_HOST: 'gatewayHost',
   HEARTH_GATEWAY_PORT: 'gatewayPort',
   HEARTH_GATEWAY_PLAINTEXT_PORT: 'gatewayPlaintextPort',
+  HEARTH_METRICS_PORT: 'metricsPort',
   HEARTH_DOMAIN: 'domain',
   HEARTH_TLS_CERT_FILE: 'tlsCertFile',
   HEARTH_TLS_KEY_FILE: 'tlsKeyFile',
@@ -123,6 +130,7 @@ const ENV: Record<string, keyof ServerConfig> = {
 const OPTIONAL_KEYS = [
   'databaseUrl',
   'gatewayPlaintextPort',
+  'metricsPort',
   'tlsCertFile',
   'tlsKeyFile',
   's3Endpoint',
@@ -143,6 +151,7 @@ const NUMERIC: readonly (keyof ServerConfig)[] = [
   'apiPort',
   'gatewayPort',
   'gatewayPlaintextPort',
+  'metricsPort',
   'maxMicrovms',
   'maxMemoryMiB',
   'minIdleSeconds',

@@ -23,6 +23,7 @@ import {
   QuotaExceededError,
 } from './errors.js';
 import type { IdlePolicy, ImageVersionRecord, MicrovmRecord, MicrovmState } from './model.js';
+import { emptyUsage, UsageMeter, type MicrovmUsage } from './usage.js';
 
 /** What RunMicrovm asks for (validated for shape and ranges by the API layer). */
 export interface RunInput {
@@ -110,6 +111,9 @@ export interface MicrovmView extends MicrovmRecord {
   imageArn: string;
 }
 
+/** How often a running microVM's usage is written to the store (it is sampled every check). */
+const USAGE_SAVE_INTERVAL_MS = 60_000;
+
 const ACTIVE_STATES: readonly MicrovmState[] = [
   'PENDING',
   'RUNNING',
@@ -136,6 +140,9 @@ export class MicrovmService {
   private readonly restores: Semaphore;
   private readonly versions = new Map<string, ImageVersionRecord>();
   private readonly records = new Map<string, MicrovmRecord>();
+  private readonly meter = new UsageMeter();
+  /** When each running microVM's usage was last written to the store (ms). */
+  private readonly usageSavedAtMs = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private lastRetentionSweep = 0;
   private closed = false;
@@ -155,12 +162,48 @@ export class MicrovmService {
     return m;
   }
 
+  /** The record as the API shows it: endpoint, image ARN, and its freshest usage figures. */
   view(rec: MicrovmRecord): MicrovmView {
+    const usage = this.meter.get(rec.microvmId) ?? rec.usage;
     return {
       ...rec,
       endpoint: this.o.endpointFor(rec.microvmId),
       imageArn: this.o.images.arnOf(rec.imageName),
+      ...(usage ? { usage } : {}),
     };
+  }
+
+  /**
+   * Adds one sample of the microVM's QEMU (none when it does not run) to its usage account, which
+   * starts from what the store kept. Returns the account. Never throws for a vanished process.
+   */
+  private async sampleUsage(rec: MicrovmRecord): Promise<MicrovmUsage> {
+    const id = rec.microvmId;
+    const memoryMiB = (await this.version(rec.imageName, rec.imageVersion)).config.memoryMiB;
+    this.meter.restore(id, rec.usage ?? emptyUsage(memoryMiB));
+    return this.meter.add(id, await this.o.engine.get(id)?.processUsage(), this.now());
+  }
+
+  /**
+   * Samples a RUNNING microVM's usage, and writes it to the store every USAGE_SAVE_INTERVAL_MS (in
+   * the background, under the microVM's lock, so it never races a state change).
+   */
+  private async recordUsage(rec: MicrovmRecord, nowMs: number): Promise<void> {
+    const id = rec.microvmId;
+    await this.sampleUsage(rec);
+    if (nowMs - (this.usageSavedAtMs.get(id) ?? 0) < USAGE_SAVE_INTERVAL_MS) return;
+    this.usageSavedAtMs.set(id, nowMs);
+    void this.lock(id)
+      .run(async () => {
+        const usage = this.meter.get(id);
+        if (usage) await this.save(id, { usage }, { expectedState: 'RUNNING' });
+      })
+      .catch(() => undefined);
+  }
+
+  /** Usage of every live microVM, fresh as of the last check (for metrics). */
+  usageOf(id: string): MicrovmUsage | undefined {
+    return this.meter.get(id);
   }
 
   private async version(name: string, version: string): Promise<ImageVersionRecord> {
@@ -176,13 +219,15 @@ export class MicrovmService {
   /** Starts the periodic check of idle, suspended and maximum-duration deadlines. */
   start(): void {
     if (this.timer) return;
-    this.timer = setInterval(
-      () =>
-        void this.checkDeadlines().catch((e: Error) =>
-          this.o.log.error('deadline check failed', { error: e.message }),
-        ),
-      this.limits.checkIntervalMs,
-    );
+    let checking = false;
+    this.timer = setInterval(() => {
+      // On a busy host one pass can outlast the interval: the next tick is skipped, never stacked.
+      if (checking) return;
+      checking = true;
+      void this.checkDeadlines()
+        .catch((e: Error) => this.o.log.error('deadline check failed', { error: e.message }))
+        .finally(() => (checking = false));
+    }, this.limits.checkIntervalMs);
     this.timer.unref();
   }
 
@@ -213,6 +258,11 @@ export class MicrovmService {
 
   list(req: MicrovmListRequest): Promise<Page<MicrovmRecord>> {
     return this.o.store.microvms.list(req);
+  }
+
+  /** Every microVM in one of `states` (TERMINATED ones only while they are still listed). */
+  listByStates(states: readonly MicrovmState[]): Promise<MicrovmRecord[]> {
+    return this.o.store.microvms.listByStates(states);
   }
 
   /**
@@ -418,6 +468,7 @@ export class MicrovmService {
           status: h.status || h.error,
         });
       await this.o.closeConnections?.(id);
+      await this.sampleUsage(rec);
       await faultPoint('core.suspend.before-engine');
       try {
         await this.o.engine.suspend(vm);
@@ -444,6 +495,7 @@ export class MicrovmService {
         state: 'SUSPENDED',
         suspendedAt: new Date(this.now()).toISOString(),
         stateReason: reason,
+        usage: await this.sampleUsage(rec),
       });
     });
   }
@@ -532,12 +584,14 @@ export class MicrovmService {
           this.o.log.warn('terminate hook failed; terminating anyway', { microvm: id });
       }
       await this.o.closeConnections?.(id);
+      await this.sampleUsage(rec);
       await faultPoint('core.terminate.before-engine');
       await this.o.engine.destroy(id);
       this.activityState.delete(id);
       return this.save(id, {
         state: 'TERMINATED',
         terminatedAt: new Date(this.now()).toISOString(),
+        usage: await this.finalUsage(rec),
       });
     });
   }
@@ -551,7 +605,16 @@ export class MicrovmService {
       stateReason: reason,
       terminatedAt: new Date(this.now()).toISOString(),
       tokenGeneration: rec.tokenGeneration + 1,
+      usage: await this.finalUsage(rec),
     });
+  }
+
+  /** The usage account of a microVM whose QEMU is gone for good (memory 0), then forgotten. */
+  private async finalUsage(rec: MicrovmRecord): Promise<MicrovmUsage> {
+    const u = await this.sampleUsage(rec);
+    this.meter.forget(rec.microvmId);
+    this.usageSavedAtMs.delete(rec.microvmId);
+    return u;
   }
 
   /**
@@ -605,6 +668,7 @@ export class MicrovmService {
         );
         continue;
       }
+      if (rec.state === 'RUNNING') await this.recordUsage(rec, now);
       const p = rec.idlePolicy;
       if (!p) continue;
       if (rec.state === 'RUNNING') {

@@ -3,6 +3,8 @@
  * states follow AWS Lambda MicroVMs (../shared/reference/aws-lambda-microvms.md).
  */
 
+import type { MicrovmUsage } from './usage.js';
+
 /** Image states (the AWS API spells failure states *_FAILED). */
 export type ImageState =
   | 'CREATING'
@@ -129,7 +131,15 @@ export interface ImageBuildRecord {
   endedAt?: string;
 }
 
-export type MicrovmState = 'PENDING' | 'RUNNING' | 'SUSPENDING' | 'SUSPENDED' | 'TERMINATING' | 'TERMINATED';
+export const MICROVM_STATES = [
+  'PENDING',
+  'RUNNING',
+  'SUSPENDING',
+  'SUSPENDED',
+  'TERMINATING',
+  'TERMINATED',
+] as const;
+export type MicrovmState = (typeof MICROVM_STATES)[number];
 
 export interface IdlePolicy {
   maxIdleDurationSeconds: number;
@@ -156,9 +166,10 @@ export interface MicrovmRecord {
   startedAt: string;
   /** When the VM last entered SUSPENDED (for the suspended TTL). */
   suspendedAt?: string;
-  /** Running + suspended time used before the current run, seconds (for maximumDurationInSeconds). */
   terminatedAt?: string;
   updatedAt: string;
+  /** What it used against its baseline, as last saved (the service holds fresher figures). */
+  usage?: MicrovmUsage;
 }
 
 /** A destination port of an egress rule: one port or an inclusive range (as the API spells them). */

@@ -482,12 +482,17 @@ export class NetworkManager implements VmNetworks {
       const recycle = !this.closed && this.spares.length < (this.opts.spares ?? 2);
       if (e) await this.forgetEgress(e);
       if (!recycle) return this.destroy(net);
-      // Back to deny-all: the policy table (if any) goes, then every tracked flow.
+      // Back to deny-all: the policy table (only a network that had a policy has one) goes, then
+      // every tracked flow.
       const r = await run(
         'nsenter',
-        [`--net=${net.netnsPath}`, '--', 'sh', '-c', 'nft -f - && conntrack -F'],
+        [
+          `--net=${net.netnsPath}`,
+          '--',
+          ...(e ? ['sh', '-c', 'nft -f - && conntrack -F'] : ['conntrack', '-F']),
+        ],
         {
-          input: EGRESS_RESET_RULESET,
+          ...(e ? { input: EGRESS_RESET_RULESET } : {}),
           allowFailure: true,
           timeoutMs: NFT_TIMEOUT_MS,
         },

@@ -295,6 +295,32 @@ export function microvmConsole(
   );
 }
 
+/** Hearth's metrics in the Prometheus text format (microVMs by state, usage, endpoint traffic). */
+export async function hearthMetrics(c: HearthConnection): Promise<string> {
+  const lines: string[] = [];
+  for await (const l of streamLines(c, '/hearth/v1/metrics', {})) lines.push(l);
+  return lines.join('\n') + '\n';
+}
+
+/** What a microVM used against its baseline, as GetMicrovm's Hearth extension field `usage` says. */
+export interface MicrovmUsageView {
+  baselineMilliVcpus: number;
+  peakMilliVcpus: number;
+  cpuMilliseconds: number;
+  cpuMillisecondsAboveBaseline: number;
+  memoryMiB: number;
+  peakMemoryMiB: number;
+  sampledAt?: string;
+}
+
+/** GetMicrovm through a raw signed request, keeping Hearth's `usage` (the AWS client drops it). */
+export function getMicrovmWithUsage(
+  c: HearthConnection,
+  microvmId: string,
+): Promise<GetMicrovmCommandOutput & { usage?: MicrovmUsageView }> {
+  return hearthRequest(c, 'GET', `/2025-09-09/microvms/${encodeURIComponent(microvmId)}`);
+}
+
 /**
  * One signed JSON request to Hearth's API, for what the official client cannot send: Hearth's
  * extension fields (e.g. diskSizeInMiB, buildArgs on CreateMicrovmImage). Returns the parsed body;

@@ -20,7 +20,8 @@ import { TokenAuthority } from '../gateway/tokens.js';
 import { setupHost } from '../setup/setup.js';
 import { openStore, type Store } from '../store/database.js';
 import { writeFileAtomic } from '../util/fs-atomic.js';
-import { streamRoutes } from './stream-routes.js';
+import { collectMetrics } from './metrics.js';
+import { METRICS_CONTENT_TYPE, streamRoutes } from './stream-routes.js';
 import { createLogger } from '../util/log.js';
 import { Engine } from '../vmm/engine.js';
 
@@ -83,7 +84,11 @@ export interface StartOptions {
   warmTemplates?: boolean;
 }
 
-/** Loads (and so verifies) the template of every image's latest ACTIVE version, one at a time. */
+/**
+ * Verifies the template of every image's latest ACTIVE version, one at a time, so the first launch
+ * of each does not wait for its checksums. (Sealed RAM copies are made on first use, not here: a
+ * host with many images would hold every image's RAM.)
+ */
 async function warmTemplates(images: ImageService, engine: Engine, isStopped: () => boolean): Promise<void> {
   let cursor: string | undefined;
   do {
@@ -238,11 +243,13 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     ...(opts.onApiResponse ? { onResponse: opts.onApiResponse } : {}),
     ...(opts.strictApiOutput ? { strictOutput: true } : {}),
   });
+  const metrics = () => collectMetrics(m, (id) => gateway!.metrics(id));
   const streams = streamRoutes({
     verifier: new SigV4Verifier({ region: config.region, lookupSecret }),
     images,
     microvms: m,
     engine,
+    metrics,
   });
   const listener: RequestListener = (req, res) => {
     void streams(req, res).then((handled) => {
@@ -250,6 +257,22 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
     });
   };
   const apiServer = await listenApiServer(listener, { host: config.apiHost, port: config.apiPort });
+  const metricsServer =
+    config.metricsPort !== undefined
+      ? await listenApiServer(
+          (req, res) => {
+            if (req.method !== 'GET' || req.url !== '/metrics') {
+              res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics here\n');
+              return;
+            }
+            void metrics().then(
+              (text) => res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE }).end(text),
+              (e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`),
+            );
+          },
+          { host: config.apiHost, port: config.metricsPort },
+        )
+      : undefined;
   const credentials = await bootstrapKey(store, dataDir, apiServer.url, config.region);
   m.start();
   let stopped = false;
@@ -261,7 +284,12 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
   });
 
   return {
-    config: { ...config, apiPort: apiServer.port, gatewayPort },
+    config: {
+      ...config,
+      apiPort: apiServer.port,
+      gatewayPort,
+      ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
+    },
     apiUrl: apiServer.url,
     gateway,
     engine,
@@ -273,6 +301,7 @@ export async function startServer(config: ServerConfig, opts: StartOptions = {})
       if (stopped) return;
       stopped = true;
       await apiServer.close();
+      await metricsServer?.close();
       await gateway!.close();
       await m.close();
       await images.close();

@@ -8,19 +8,24 @@ import type { ImageService } from '../core/images.js';
 import type { MicrovmService } from '../core/microvms.js';
 import type { Engine } from '../vmm/engine.js';
 
+/** The Prometheus text exposition format. */
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
 /**
- * Hearth's streaming routes, next to the AWS API and signed the same way (text, streamed as it is
+ * Hearth's text routes, next to the AWS API and signed the same way (text, streamed as it is
  * written, so they are not operations of the API's table; Hearth's JSON routes such as
  * /hearth/v1/network-connectors are, see src/api/connector-operations.ts):
  *   GET /hearth/v1/microvm-images/{name}/versions/{version}/logs[?follow=true]   build log
  *   GET /hearth/v1/microvms/{id}/console[?follow=true]                           guest console
- * The returned listener answers those two and resolves false for every other request.
+ *   GET /hearth/v1/metrics                                    Prometheus text (server/metrics.ts)
+ * The returned listener answers those and resolves false for every other request.
  */
 export function streamRoutes(o: {
   verifier: SigV4Verifier;
   images: ImageService;
   microvms: MicrovmService;
   engine: Engine;
+  metrics: () => Promise<string>;
 }): (req: IncomingMessage, res: ServerResponse) => Promise<boolean> {
   const fail = (res: ServerResponse, e: unknown) => {
     const err = e instanceof ApiError ? e : toApiError(e);
@@ -31,13 +36,19 @@ export function streamRoutes(o: {
     const url = new URL(req.url ?? '/', 'http://x');
     const logs = /^\/hearth\/v1\/microvm-images\/([^/]+)\/versions\/([^/]+)\/logs$/.exec(url.pathname);
     const con = /^\/hearth\/v1\/microvms\/([^/]+)\/console$/.exec(url.pathname);
-    if (req.method !== 'GET' || (!logs && !con)) return false;
+    const metrics = url.pathname === '/hearth/v1/metrics';
+    if (req.method !== 'GET' || (!logs && !con && !metrics)) return false;
     try {
       await o.verifier.authenticate(
         { method: 'GET', url: req.url ?? '/', headers: req.headers as Record<string, string> },
         new Uint8Array(),
       );
       const follow = url.searchParams.get('follow') === 'true';
+      if (metrics) {
+        res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE });
+        res.end(await o.metrics());
+        return true;
+      }
       if (logs) {
         const name = o.images.nameFromIdentifier(decodeURIComponent(logs[1]!));
         const build = await o.images.latestBuild(name, decodeURIComponent(logs[2]!));

@@ -70,6 +70,7 @@ describe('openStore on SQLite', () => {
       expect(raw.prepare('select name from migrations order by name').all()).toEqual([
         { name: '0001-initial' },
         { name: '0002-network-connectors' },
+        { name: '0003-microvm-usage' },
       ]);
     } finally {
       raw.close();

@@ -1,5 +1,6 @@
 import type { Kysely, Selectable, Updateable } from 'kysely';
 import type { IdlePolicy, MicrovmRecord, MicrovmState } from '../core/model.js';
+import type { MicrovmUsage } from '../core/usage.js';
 import { compact, fromJson, opt, patchValue, toJsonOrNull, type Patch } from './codec.js';
 import { StoreConflictError, StoreNotFoundError } from './errors.js';
 import { decodeCursor, pageLimit, toPage, type Page, type PageRequest } from './pagination.js';
@@ -23,6 +24,7 @@ export type MicrovmPatch = Patch<
   | 'suspendedAt'
   | 'terminatedAt'
   | 'updatedAt'
+  | 'usage'
 >;
 
 export interface MicrovmUpdateOptions {
@@ -69,6 +71,7 @@ export class MicrovmRepository {
           suspended_at: vm.suspendedAt ?? null,
           terminated_at: vm.terminatedAt ?? null,
           updated_at: vm.updatedAt,
+          usage: toJsonOrNull(vm.usage),
         })
         .returningAll()
         .executeTakeFirstOrThrow();
@@ -163,6 +166,7 @@ export class MicrovmRepository {
       suspended_at: patchValue(patch.suspendedAt, String),
       terminated_at: patchValue(patch.terminatedAt, String),
       updated_at: patch.updatedAt ?? this.now().toISOString(),
+      usage: patchValue(patch.usage, (u: MicrovmUsage) => JSON.stringify(u)),
     };
     const expected = options.expectedState;
     const expectedStates: readonly MicrovmState[] | undefined =
@@ -214,5 +218,6 @@ function toMicrovm(row: Selectable<MicrovmsTable>): MicrovmRecord {
     suspendedAt: opt(row.suspended_at),
     terminatedAt: opt(row.terminated_at),
     updatedAt: row.updated_at,
+    usage: row.usage === null ? undefined : fromJson<MicrovmUsage>(row.usage, 'microvms', 'usage'),
   });
 }

@@ -76,6 +76,8 @@ export interface MicrovmsTable {
   suspended_at: string | null;
   terminated_at: string | null;
   updated_at: string;
+  /** JSON MicrovmUsage or null (added by 0003). */
+  usage: string | null;
 }
 
 export interface ApiKeysTable {
@@ -264,6 +266,12 @@ export const MIGRATIONS: readonly Migration[] = [
         .addColumn('tags', 'text', (c) => c.notNull())
         .addColumn('created_at', 'text', (c) => c.notNull())
         .execute();
+    },
+  },
+  {
+    name: '0003-microvm-usage',
+    async up(db) {
+      await db.schema.alterTable('microvms').addColumn('usage', 'text').execute();
     },
   },
 ];

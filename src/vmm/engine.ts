@@ -204,7 +204,8 @@ export class Engine {
     await acquireLock(lockFile, dataDir.root);
     const binDir = join(dataDir.cacheDir, 'jail');
     const root = process.getuid?.() === 0;
-    const jail = (opts.jail ?? true) && root ? await openJail(dataDir, binDir) : undefined;
+    const wantJail = opts.jail ?? true;
+    const jail = wantJail && root ? await openJail(dataDir, binDir) : undefined;
     const networkMode = opts.network ?? (root ? 'namespaces' : 'user-mode');
     const ctx: EngineContext = {
       dataDir,
@@ -220,8 +221,15 @@ export class Engine {
       templateRam: new TemplateRam(await ensureSealBinary(binDir)),
     };
     const engine = new Engine(ctx, lockFile);
-    // One warning per protection this host cannot give (the API's GET /hearth/v1/host lists them too).
-    for (const w of engine.protections.warnings) log.warn(w);
+    // One warning per protection wanted but not given here (GET /hearth/v1/host lists them all).
+    const notWanted = new Set([
+      ...(wantJail ? [] : ['qemu-jail']),
+      ...(opts.cgroups === false ? ['cgroup-limits'] : []),
+    ]);
+    const p = engine.protections;
+    p.notEnforced.forEach((name, i) => {
+      if (!notWanted.has(name)) log.warn(p.warnings[i]!);
+    });
     await engine.cleanupAfterCrash(opts.adoptRunning ?? false);
     return engine;
   }
@@ -596,6 +604,16 @@ export class Engine {
     }
     const t: Template = { id: templateId, dir, manifest };
     this.templates.set(templateId, t);
+    return t;
+  }
+
+  /**
+   * Readies a template for clones ahead of time: verifies it (see template) and makes its sealed
+   * RAM copy (see TemplateRam), the two costs a template's first clone in a process would pay.
+   */
+  async warmTemplate(templateId: string): Promise<Template> {
+    const t = await this.template(templateId);
+    await this.ctx.templateRam.get(t);
     return t;
   }
 

@@ -27,7 +27,7 @@ export interface HostProtections {
   network: NetworkMode;
   enforced: ProtectionName[];
   notEnforced: ProtectionName[];
-  /** One sentence per protection missing here: what it means for the microVMs. */
+  /** What each missing protection means for the microVMs: warnings[i] is about notEnforced[i]. */
   warnings: string[];
 }
 
@@ -49,24 +49,21 @@ export function hostProtections(f: HostFacts): HostProtections {
     'egress-deny-all': true,
     'egress-connectors': f.network === 'namespaces',
   };
-  const warnings: string[] = [];
-  if (!f.jail)
-    warnings.push(
-      `no jail: QEMU runs as this user (uid ${f.uid}) and sees every file this user can read; VMs are not separated by uid (the jail needs root)`,
-    );
-  if (!f.cgroups) warnings.push('no control groups: microVMs run without memory, task and CPU limits');
-  if (f.network === 'user-mode')
-    warnings.push(
+  const warning: Partial<Record<ProtectionName, string>> = {
+    'qemu-jail': `no jail: QEMU runs as this user (uid ${f.uid}) and sees every file this user can read; VMs are not separated by uid (the jail needs root)`,
+    'cgroup-limits': 'no control groups: microVMs run without memory, task and CPU limits',
+    'egress-connectors':
       'user-mode networking (no root): guests reach nothing, but egress connectors cannot be enforced, so microVMs asking for INTERNET_EGRESS or an allow-list are refused',
-    );
+  };
   const names = Object.keys(PROTECTIONS) as ProtectionName[];
+  const notEnforced = names.filter((n) => !on[n]);
   return {
     accelerator: f.accelerator,
     jail: f.jail,
     cgroups: f.cgroups,
     network: f.network,
     enforced: names.filter((n) => on[n]),
-    notEnforced: names.filter((n) => !on[n]),
-    warnings,
+    notEnforced,
+    warnings: notEnforced.map((n) => warning[n] ?? `${n} is not enforced here`),
   };
 }

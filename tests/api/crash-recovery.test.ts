@@ -3,20 +3,17 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CreateMicrovmImageCommand,
   GetMicrovmCommand,
   ResumeMicrovmCommand,
   RunMicrovmCommand,
   SuspendMicrovmCommand,
   TerminateMicrovmCommand,
   hearthClient,
-  waitForImageVersion,
   waitForMicrovm,
   type HearthConnection,
   type LambdaMicrovmsClient,
 } from '../../src/sdk/index.js';
-import { BASE_ARN, fixtureImage } from '../helpers/images.js';
-import { callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
+import { buildFixtureImage, callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
 import { createEndpointToken } from '../../src/sdk/index.js';
 import { leftovers } from '../helpers/vm.js';
 
@@ -52,16 +49,7 @@ describe('kill -9 of hearth serve, then a restart', () => {
   beforeAll(async () => {
     const t = await startTestServer();
     try {
-      await t.client.send(
-        new CreateMicrovmImageCommand({
-          name: IMAGE,
-          codeArtifact: { uri: fixtureImage('lifecycle') },
-          baseImageArn: BASE_ARN,
-          buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
-          resources: [{ minimumMemoryInMiB: 512 }],
-        }),
-      );
-      expect((await waitForImageVersion(t.client, IMAGE, '1.0')).state).toBe('SUCCESSFUL');
+      await buildFixtureImage(t.client, IMAGE);
     } finally {
       await t.stop();
     }

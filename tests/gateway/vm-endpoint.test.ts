@@ -1,7 +1,6 @@
 import { connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CreateMicrovmImageCommand,
   GetMicrovmCommand,
   RunMicrovmCommand,
   SuspendMicrovmCommand,
@@ -10,12 +9,10 @@ import {
   hearthRequest,
   managedConnectorArn,
   type ManagedConnectorName,
-  waitForImageVersion,
   waitForMicrovm,
 } from '../../src/sdk/index.js';
 import { h2Get, sendConnect } from '../../src/gateway/testing.js';
-import { BASE_ARN, fixtureImage } from '../helpers/images.js';
-import { callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
+import { buildFixtureImage, callEndpoint, startTestServer, type TestServer } from '../helpers/server.js';
 
 const IMAGE = `gw-${Date.now().toString(36)}`;
 
@@ -24,16 +21,7 @@ describe('microVM endpoints through the gateway, with real VMs', () => {
 
   beforeAll(async () => {
     t = await startTestServer();
-    await t.client.send(
-      new CreateMicrovmImageCommand({
-        name: IMAGE,
-        codeArtifact: { uri: fixtureImage('lifecycle') },
-        baseImageArn: BASE_ARN,
-        buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
-        resources: [{ minimumMemoryInMiB: 512 }],
-      }),
-    );
-    expect((await waitForImageVersion(t.client, IMAGE, '1.0')).state).toBe('SUCCESSFUL');
+    await buildFixtureImage(t.client, IMAGE);
   });
 
   afterAll(async () => {

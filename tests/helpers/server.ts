@@ -3,9 +3,16 @@ import { request } from 'node:https';
 import { checkResponse } from '../../src/api/openapi-validate.js';
 import type { OperationName } from '../../src/api/operations.js';
 import { loadServerConfig, type ServerConfig } from '../../src/config/server-config.js';
-import { hearthClient, type HearthConnection, type LambdaMicrovmsClient } from '../../src/sdk/index.js';
+import {
+  CreateMicrovmImageCommand,
+  hearthClient,
+  waitForImageVersion,
+  type HearthConnection,
+  type LambdaMicrovmsClient,
+} from '../../src/sdk/index.js';
 import { startServer, type HearthServer } from '../../src/server/serve.js';
 import { testDataDir } from './env.js';
+import { BASE_ARN, fixtureImage } from './images.js';
 
 export interface TestServer {
   server: HearthServer;
@@ -101,4 +108,27 @@ export function callEndpoint(
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * Builds image `name` (version 1.0, 512 MiB) from tests/fixtures/images/<fixture> through the API
+ * and resolves once it is SUCCESSFUL; throws with the build's reason otherwise.
+ */
+export async function buildFixtureImage(
+  client: LambdaMicrovmsClient,
+  name: string,
+  fixture = 'lifecycle',
+): Promise<void> {
+  await client.send(
+    new CreateMicrovmImageCommand({
+      name,
+      codeArtifact: { uri: fixtureImage(fixture) },
+      baseImageArn: BASE_ARN,
+      buildRoleArn: 'arn:aws:iam::000000000000:role/unused',
+      resources: [{ minimumMemoryInMiB: 512 }],
+    }),
+  );
+  const v = await waitForImageVersion(client, name, '1.0');
+  if (v.state !== 'SUCCESSFUL')
+    throw new Error(`building ${name} from ${fixture}: ${v.state} ${v.stateReason ?? ''}`);
 }
