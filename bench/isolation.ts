@@ -131,10 +131,13 @@ function leaked(before: Set<string>, after: Set<string>): string[] {
 }
 
 /** Starts a child that launches `n` VMs and waits; resolves once they run, with the child. */
-async function startDoomed(dataDir: DataDir, n: number) {
+async function startDoomed(dataDir: DataDir, n: number, prefix: string) {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', join(import.meta.dirname, 'isolation-child.ts'), dataDir.root, TEMPLATE, String(n)],
+    [
+      ...['--import', 'tsx', join(import.meta.dirname, 'isolation-child.ts')],
+      ...[dataDir.root, TEMPLATE, String(n), prefix],
+    ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   await new Promise<void>((resolve, reject) => {
@@ -187,10 +190,15 @@ export async function main(argv: string[]): Promise<void> {
     await engine.close();
   }
   say(`${values.launches} launches done; starting ${values.killed} VMs in a child, then kill -9`);
-  const child = await startDoomed(dataDir, Number(values.killed));
+  const prefix = `bench-iso-doomed-${Date.now().toString(36)}`;
+  const child = await startDoomed(dataDir, Number(values.killed), prefix);
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
-  await (await Engine.open({ dataDir })).close();
+  // The next engine cleans up after the crash; the VMs' files stay for the control plane, which
+  // terminates them (here: destroyed, as it would).
+  const next = await Engine.open({ dataDir });
+  for (let i = 0; i < Number(values.killed); i++) await next.destroy(`${prefix}-${i}`);
+  await next.close();
   const after = await hostState();
   const leaks = Object.fromEntries(Object.keys(before).map((k) => [k, leaked(before[k]!, after[k]!)]));
   for (const [k, v] of Object.entries(leaks)) if (v.length) say(`leaked ${k}: ${v.join(', ')}`);
