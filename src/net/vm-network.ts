@@ -65,7 +65,9 @@ export interface TapNetwork {
 export interface NetworkManagerOptions {
   /**
    * Networks kept ready so a launch or resume does not wait for one to be built (~25 ms of ip/nft
-   * commands). Default 2; 0 disables the pool.
+   * commands): the pool is refilled up to this many deny-all networks, networks VMs give back are
+   * kept up to twice as many, and as many again keep the egress policy they had (see release).
+   * Default 2; 0 disables the pool.
    */
   spares?: number;
   /** IPv4 /16 for host<->VM links, one /30 per VM. Default 10.201.0.0/16 (env HEARTH_VM_SUBNET). */
@@ -103,6 +105,30 @@ interface ActiveEgress {
   learnt: Map<string, number>;
   /** Set updates running now (release waits for them before resetting the namespace). */
   pending: Set<Promise<unknown>>;
+  /** This manager applied the rules (not adopted from an earlier server): release may keep them. */
+  ownRules: boolean;
+}
+
+/** A released network whose policy table stayed in place, ready for the next VM with that policy. */
+interface WarmNetwork {
+  net: TapNetwork;
+  /** policyKey() of its policy. */
+  key: string;
+  /** The forwarder port its guest DNS is redirected to (if its policy needs DNS). */
+  dnsPort?: number;
+}
+
+/** Equal for two validated policies exactly when they produce the same rules. */
+function policyKey(p: Readonly<EgressPolicy>): string {
+  return JSON.stringify(p);
+}
+
+/**
+ * Whether a network may keep `p`'s rules for the next VM with the same policy: only if the rules
+ * hold nothing learnt from the guest (host-name rules fill sets from its DNS answers).
+ */
+function reusable(p: Readonly<EgressPolicy>): boolean {
+  return !p.allow.some((r) => r.hostname !== undefined);
 }
 
 /** Names the host or a guest resolved: addresses and until when they hold (ms since epoch). */
@@ -149,6 +175,8 @@ export class NetworkManager implements VmNetworks {
   private readonly slots: number;
   private nextHint = 0;
   private readonly spares: TapNetwork[] = [];
+  /** Released networks that kept their policy, oldest first (see release). */
+  private readonly warm: WarmNetwork[] = [];
   private readonly inUse = new Set<number>();
   private readonly background = new Set<Promise<unknown>>();
   private refillTimer: NodeJS.Timeout | undefined;
@@ -183,7 +211,7 @@ export class NetworkManager implements VmNetworks {
     const net = tapOnly(vmNet);
     this.inUse.add(net.slot);
     const policy = this.readSlotPolicy(net.slot);
-    if (!isDenyAll(policy)) this.activate(net, policy);
+    if (!isDenyAll(policy)) this.activate(net, policy, false);
     this.track(
       (async () => {
         await this.ensureRoot();
@@ -243,6 +271,12 @@ export class NetworkManager implements VmNetworks {
     egress: Readonly<EgressPolicy> = DENY_ALL_EGRESS,
   ): Promise<{ net: TapNetwork; policyApplied: Promise<void> }> {
     const policy = validateEgressPolicy(egress, this.subnet);
+    const warm = isDenyAll(policy) ? undefined : await this.takeWarm(policy);
+    if (warm) {
+      this.inUse.add(warm.slot);
+      this.activate(warm, policy, true);
+      return { net: warm, policyApplied: Promise.resolve() };
+    }
     const net = this.spares.shift() ?? (await this.create());
     this.inUse.add(net.slot);
     this.scheduleRefill();
@@ -259,6 +293,18 @@ export class NetworkManager implements VmNetworks {
   }
 
   /**
+   * A released network that kept exactly `policy`'s rules (and, if it needs DNS, is redirected to
+   * the forwarder running now), taken out of the pool; undefined if there is none.
+   */
+  private async takeWarm(policy: EgressPolicy): Promise<TapNetwork | undefined> {
+    const key = policyKey(policy);
+    if (!this.warm.some((w) => w.key === key)) return undefined;
+    const dnsPort = needsDns(policy) ? (await this.dnsForwarder()).port : undefined;
+    const i = this.warm.findIndex((w) => w.key === key && w.dnsPort === dnsPort);
+    return i < 0 ? undefined : this.warm.splice(i, 1)[0]!.net;
+  }
+
+  /**
    * Opens a network to `policy` (validated, not deny-all): host forwarding on, the DNS forwarder
    * started if the policy needs it, the policy's host names resolved (bounded), then one
    * `nft -f` batch in the namespace.
@@ -268,7 +314,7 @@ export class NetworkManager implements VmNetworks {
     await this.root.enableForwarding();
     const dns = needsDns(policy) ? await this.dnsForwarder() : undefined;
     const learnt = dns ? await this.knownAddresses(dns, policy) : [];
-    const e = this.activate(net, policy);
+    const e = this.activate(net, policy, true);
     for (const l of learnt) e.learnt.set(`${l.set} ${l.address}`, Date.now() + l.timeoutSeconds * 1000);
     await this.nsNft(
       net,
@@ -299,10 +345,11 @@ export class NetworkManager implements VmNetworks {
   }
 
   /** Records a network's policy so the DNS forwarder serves it. */
-  private activate(net: TapNetwork, policy: EgressPolicy): ActiveEgress {
+  private activate(net: TapNetwork, policy: EgressPolicy, ownRules: boolean): ActiveEgress {
     const e: ActiveEgress = {
       net,
       policy,
+      ownRules,
       learnt: new Map(),
       pending: new Set(),
       dns: {
@@ -463,42 +510,55 @@ export class NetworkManager implements VmNetworks {
   }
 
   /**
-   * Gives a VM's network back, in the background (see `drain`); never throws. Networks are
-   * identical for every VM, so one is recycled as a spare when the pool has room: its connection
-   * tracking table is flushed first, so no flow of the previous VM is known to the next. Otherwise
-   * it is destroyed.
+   * Gives a VM's network back, in the background (see `drain`); never throws. Its connection
+   * tracking table is flushed first, so no flow of the previous VM is known to the next. A network
+   * whose policy holds nothing learnt from its guest keeps its policy table while the pool has room
+   * for it: the next VM with the same policy takes it without a command. Otherwise its policy table
+   * goes and it is recycled as a deny-all spare when the pool has room, or destroyed.
    */
   release(vmNet: VmNetwork): void {
     const net = tapOnly(vmNet);
     this.inUse.delete(net.slot);
     const applying = this.applying.get(net.slot);
     const work = (async () => {
-      await applying?.catch(() => undefined);
+      const applied = await applying?.then(
+        () => true,
+        () => false,
+      );
       const e = this.egress.get(net.slot);
       if (e) {
         this.egress.delete(net.slot);
         this.slotByEndpoint.delete(net.endpointIp);
       }
-      const recycle = !this.closed && this.spares.length < (this.opts.spares ?? 2);
-      if (e) await this.forgetEgress(e);
+      const want = this.opts.spares ?? 2;
+      const keepPolicy = e !== undefined && e.ownRules && applied !== false && reusable(e.policy) && want > 0;
+      const recycle = !this.closed && (keepPolicy || this.spares.length < 2 * want);
+      if (e) await this.forgetEgress(e, keepPolicy && recycle);
       if (!recycle) return this.destroy(net);
-      // Back to deny-all: the policy table (only a network that had a policy has one) goes, then
-      // every tracked flow.
+      // Back to deny-all unless the policy stays: the policy table (only a network that had a
+      // policy has one) goes, then every tracked flow.
+      const reset = e && !keepPolicy;
       const r = await run(
         'nsenter',
         [
           `--net=${net.netnsPath}`,
           '--',
-          ...(e ? ['sh', '-c', 'nft -f - && conntrack -F'] : ['conntrack', '-F']),
+          ...(reset ? ['sh', '-c', 'nft -f - && conntrack -F'] : ['conntrack', '-F']),
         ],
         {
-          ...(e ? { input: EGRESS_RESET_RULESET } : {}),
+          ...(reset ? { input: EGRESS_RESET_RULESET } : {}),
           allowFailure: true,
           timeoutMs: NFT_TIMEOUT_MS,
         },
       );
-      if (r.exitCode === 0 && !this.closed) this.spares.push(net);
-      else await this.destroy(net);
+      if (r.exitCode !== 0 || this.closed) return this.destroy(net);
+      if (!keepPolicy) return void this.spares.push(net);
+      const dnsPort = needsDns(e.policy)
+        ? await this.dns?.then((f) => f.port).catch(() => undefined)
+        : undefined;
+      this.warm.push({ net, key: policyKey(e.policy), ...(dnsPort !== undefined ? { dnsPort } : {}) });
+      // The pool keeps the policies used last.
+      while (this.warm.length > want) await this.destroy(this.warm.shift()!.net);
     })();
     this.track(
       work.catch((e: Error) => log.error('network cleanup failed', { slot: net.slot, error: e.message })),
@@ -507,12 +567,14 @@ export class NetworkManager implements VmNetworks {
 
   /**
    * Host-side leftovers of a policy: pending set updates finish, the host's tracked flows of the
-   * VM's address go, and the slot's state file says deny-all again.
+   * VM's address go, and (unless the network keeps its policy) the slot's state file says deny-all
+   * again.
    */
-  private async forgetEgress(e: ActiveEgress): Promise<void> {
+  private async forgetEgress(e: ActiveEgress, keepPolicy: boolean): Promise<void> {
     await Promise.allSettled([...e.pending]);
     await run('conntrack', ['-D', '-s', e.net.endpointIp], { allowFailure: true, timeoutMs: NFT_TIMEOUT_MS });
-    if (existsSync(this.slotFile(e.net.slot))) await writeFile(this.slotFile(e.net.slot), `${process.pid}\n`);
+    if (!keepPolicy && existsSync(this.slotFile(e.net.slot)))
+      await writeFile(this.slotFile(e.net.slot), `${process.pid}\n`);
   }
 
   private track(p: Promise<unknown>): void {
@@ -543,7 +605,8 @@ export class NetworkManager implements VmNetworks {
     this.closed = true;
     if (this.refillTimer) clearTimeout(this.refillTimer);
     while (this.background.size > 0) await Promise.allSettled([...this.background]);
-    for (const n of this.spares.splice(0)) await this.destroy(n).catch(() => undefined);
+    for (const n of [...this.spares.splice(0), ...this.warm.splice(0).map((w) => w.net)])
+      await this.destroy(n).catch(() => undefined);
     const dns = this.dns;
     this.dns = undefined;
     await dns?.then((f) => f.close()).catch(() => undefined);
@@ -695,7 +758,12 @@ table inet hearth {
   /** Removes every network this data directory recorded but `inUse` does not contain (after a crash). */
   async reapOrphans(inUse: ReadonlySet<number> = new Set()): Promise<number> {
     await this.ensureRoot();
-    const keep = new Set([...inUse, ...this.inUse, ...this.spares.map((s) => s.slot)]);
+    const keep = new Set([
+      ...inUse,
+      ...this.inUse,
+      ...this.spares.map((s) => s.slot),
+      ...this.warm.map((w) => w.net.slot),
+    ]);
     let reaped = 0;
     for (const f of await readdir(this.opts.stateDir).catch(() => [] as string[])) {
       const slot = Number(f);
