@@ -133,10 +133,15 @@ function jailFor(
   };
 }
 
-/** Creates `file` if absent and gives it to `uid`. */
-async function giveFile(file: string, uid: number): Promise<void> {
-  await (await open(file, 'a', 0o600)).close();
-  await chown(file, uid, uid);
+/** Gives directory `dir` and `files` (created if absent) to `uid`. */
+async function giveFiles(dir: string, files: string[], uid: number): Promise<void> {
+  await Promise.all([
+    chown(dir, uid, uid),
+    ...files.map(async (f) => {
+      await (await open(f, 'a', 0o600)).close();
+      await chown(f, uid, uid);
+    }),
+  ]);
 }
 
 /**
@@ -164,26 +169,37 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
     macAddress: o.network.macAddress,
     incoming: o.incoming,
   });
-  const cg = ctx.cgroups
-    ? await ctx.cgroups.create(
-        cgroupName(vm.id),
-        limitsFor(vm.record.machine, ctx.tcgCacheMiB, ctx.cpuBurstFactor),
-      )
-    : undefined;
   const uid = ctx.jail ? qemuUid(o.network) : undefined;
+  // A booting guest runs from QEMU's first instant, so hearth-jailer puts QEMU in its group before
+  // exec. A restored QEMU stays paused until `cont`: it joins while it starts, since a first move
+  // into a new group waits for the kernel (an RCU grace period, ~10 ms on cgroup v1).
+  const joinBeforeExec = uid !== undefined && !o.incoming;
+  const [group, files] = await Promise.allSettled([
+    ctx.cgroups?.create(cgroupName(vm.id), limitsFor(vm.record.machine, ctx.tcgCacheMiB, ctx.cpuBurstFactor)),
+    uid !== undefined
+      ? giveFiles(L.runDir, [L.consoleLog, o.rootDisk, ...(ramFile ? [ramFile] : [])], uid)
+      : undefined,
+  ]);
+  if (group.status === 'rejected') throw group.reason;
+  const cg = group.value;
+  if (files.status === 'rejected') {
+    await cg?.remove();
+    throw files.reason;
+  }
   let proc: QemuProcess;
   try {
-    if (uid !== undefined) {
-      await chown(L.runDir, uid, uid);
-      for (const f of [L.consoleLog, o.rootDisk, ...(ramFile ? [ramFile] : [])]) await giveFile(f, uid);
-    }
     proc = await QemuProcess.spawn({
       vmId: vm.id,
       args,
       ...(tap ? { netnsPath: tap.netnsPath } : {}),
       stderrFile: L.qemuLog,
       ...(uid !== undefined
-        ? { jail: { jailer: ctx.jail!.jailer, spec: jailFor(ctx, vm, o, cg, uid) } }
+        ? {
+            jail: {
+              jailer: ctx.jail!.jailer,
+              spec: jailFor(ctx, vm, o, joinBeforeExec ? cg : undefined, uid),
+            },
+          }
         : {}),
       ...(sealed ? { extraFds: [sealed.fd] } : {}),
     });
@@ -195,9 +211,7 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
   vm.instance = nextInstance();
   if (cg) watchCgroup(vm, proc, cg);
   try {
-    // Unjailed, QEMU joins right after exec, before it has created its vCPU or touched guest RAM
-    // (hearth-jailer joins before it forks).
-    if (cg && uid === undefined) await cg.join(proc.pid);
+    const joined = cg && !joinBeforeExec ? cg.join(proc.pid) : undefined;
     const state: RunState = {
       pid: proc.pid,
       startTime: proc.startTime ?? -1,
@@ -206,10 +220,14 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
       ...(cg ? { cgroup: cg.name } : {}),
     };
     await writeFile(L.runStateFile, JSON.stringify(state));
-    vm.qmp = await QmpClient.connect(L.qmpSocket, {
-      timeoutMs: ctx.qmpConnectTimeoutMs,
-      abort: () => proc.exitError(),
-    });
+    const [qmp] = await Promise.all([
+      QmpClient.connect(L.qmpSocket, {
+        timeoutMs: ctx.qmpConnectTimeoutMs,
+        abort: () => proc.exitError(),
+      }),
+      joined,
+    ]);
+    vm.qmp = qmp;
     if (o.network.kind === 'user') await attachForwards(vm);
     if (o.incoming) {
       await vm.qmp.execute('migrate-set-capabilities', {

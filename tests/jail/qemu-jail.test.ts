@@ -99,6 +99,25 @@ describe('the jail around each QEMU (Firecracker-style: own uid, namespaces, onl
     expect(tplDisk.mode & 0o777).toBe(0o444);
   });
 
+  it('a restored QEMU is in its own control group, every thread of it, with the limits of its memory', async () => {
+    for (const vm of [a, b]) {
+      const g = vm.cgroup!;
+      expect(g).toBeDefined();
+      const pid = vm.process!.pid;
+      const tids = await readdir(`/proc/${pid}/task`);
+      expect(tids.length).toBeGreaterThan(1);
+      for (const tid of tids) {
+        const lines = (await readFile(`/proc/${pid}/task/${tid}/cgroup`, 'utf8')).trim().split('\n');
+        // v2: the one line; v1: the memory, cpu and pids hierarchies (cpuacct may share cpu's).
+        const groupOf = (c: string) =>
+          lines.find((l) => l.startsWith('0::') || l.split(':')[1]!.split(',').includes(c));
+        for (const c of ['memory', 'cpu', 'pids']) expect(groupOf(c)).toMatch(new RegExp(`/${g.name}$`));
+      }
+      expect(await g.limits()).toEqual({ memoryMaxBytes: 896 * 2 ** 20, pidsMax: 256, cpuQuotaPercent: 100 });
+    }
+    expect(a.cgroup!.name).not.toBe(b.cgroup!.name);
+  });
+
   it('has rlimits: 1024 files, 256 tasks, a bounded file size, no core dumps', async () => {
     const limits = await readFile(`/proc/${a.process!.pid}/limits`, 'utf8');
     expect(limits).toMatch(/^Max open files\s+1024\s+1024\s/m);
