@@ -7,8 +7,11 @@
  * 1. Launch latency, clone -> first HTTP reply, measured side by side in alternating rounds:
  *    "plain" = QEMU unjailed, no control group, a deny-all network from the pool;
  *    "jailed" = QEMU in hearth-jailer (own uid, namespaces, pivot_root) and its control group, with
- *    an egress policy (INTERNET_EGRESS plus an allow-list rule) applied to its network.
- * 2. Leftovers: `--launches` launch/destroy cycles, then `--killed` VMs left running by a child
+ *    an egress policy (INTERNET_EGRESS plus an allow-list rule) on its network: the same policy for
+ *    every launch, as for the VMs of one app (a released network keeps it for the next such VM);
+ *    "jailed, new policy" = the same, but every launch has a policy no earlier one had (its rules
+ *    are written while QEMU starts).
+ * 2. Leftovers: `--launches` launch/destroy cycles (every other one with a new policy), then `--killed` VMs left running by a child
  *    process that is killed with SIGKILL; a new engine opens (cleanup after the crash) and closes.
  *    Then every network device, namespace, nftables table or set, QEMU/jailer process and control
  *    group that did not exist before the benchmark counts as leaked.
@@ -35,14 +38,25 @@ const POLICY: EgressPolicy = {
   allow: [{ cidr: '10.99.0.0/24', protocol: 'tcp', ports: [{ from: 5432, to: 5432 }] }],
 };
 
+let newPort = 20_000;
+/** POLICY with one more allow rule, on a port no earlier launch used. */
+function newPolicy(): EgressPolicy {
+  const port = newPort++;
+  return {
+    ...POLICY,
+    allow: [...POLICY.allow, { cidr: '10.98.0.0/24', protocol: 'tcp', ports: [{ from: port, to: port }] }],
+  };
+}
+
 interface Mode {
-  name: 'plain' | 'jailed';
+  name: 'plain' | 'jailed' | 'jailed-new-policy';
   engine: { jail: boolean; cgroups: boolean };
-  egress?: EgressPolicy;
+  egress?: () => EgressPolicy;
 }
 const MODES: Mode[] = [
   { name: 'plain', engine: { jail: false, cgroups: false } },
-  { name: 'jailed', engine: { jail: true, cgroups: true }, egress: POLICY },
+  { name: 'jailed', engine: { jail: true, cgroups: true }, egress: () => POLICY },
+  { name: 'jailed-new-policy', engine: { jail: true, cgroups: true }, egress: newPolicy },
 ];
 
 async function firstReply(vm: MicroVm): Promise<void> {
@@ -77,11 +91,21 @@ async function launchRound(dataDir: DataDir, mode: Mode, n: number, round: numbe
   try {
     const template: Template = await engine.warmTemplate(TEMPLATE);
     // One unmeasured launch: the sealed RAM copy and the network pool are made once per engine.
-    await engine.destroy((await engine.clone(template, { vmId: `bench-iso-warm-${round}` })).id);
+    await engine.destroy(
+      (
+        await engine.clone(template, {
+          vmId: `bench-iso-warm-${round}`,
+          ...(mode.egress ? { egress: mode.egress() } : {}),
+        })
+      ).id,
+    );
     for (let i = 0; i < n; i++) {
       const id = `bench-iso-${mode.name}-${round}-${i}`;
       const t = performance.now();
-      const vm = await engine.clone(template, { vmId: id, ...(mode.egress ? { egress: mode.egress } : {}) });
+      const vm = await engine.clone(template, {
+        vmId: id,
+        ...(mode.egress ? { egress: mode.egress() } : {}),
+      });
       await firstReply(vm);
       ms.push(performance.now() - t);
       await engine.destroy(id);
@@ -168,21 +192,25 @@ export async function main(argv: string[]): Promise<void> {
   await ensureTemplate(dataDir);
   const before = await hostState();
 
-  const latency: Record<Mode['name'], number[]> = { plain: [], jailed: [] };
+  const latency: Record<Mode['name'], number[]> = { plain: [], jailed: [], 'jailed-new-policy': [] };
   for (let r = 0; r < Number(values.rounds); r++) {
-    // Alternate which mode goes first, so drift on a noisy host hits both alike.
-    for (const mode of r % 2 ? [...MODES].reverse() : MODES)
+    // Rotate which mode goes first, so drift on a noisy host hits all alike.
+    for (const mode of [...MODES.slice(r % MODES.length), ...MODES.slice(0, r % MODES.length)])
       latency[mode.name].push(...(await launchRound(dataDir, mode, Number(values['per-round']), r)));
   }
   say(summary('launch, plain', latency.plain));
   say(summary('launch, jailed + rules', latency.jailed));
+  say(summary('launch, jailed + new rules', latency['jailed-new-policy']));
 
   // Leftovers: many launches, then a crash with VMs running, then the next engine's cleanup.
   const engine = await Engine.open({ dataDir });
   try {
     const template = await engine.template(TEMPLATE);
     for (let i = 0; i < Number(values.launches); i++) {
-      const vm = await engine.clone(template, { vmId: `bench-iso-many-${i}`, egress: POLICY });
+      const vm = await engine.clone(template, {
+        vmId: `bench-iso-many-${i}`,
+        egress: i % 2 ? POLICY : newPolicy(),
+      });
       await firstReply(vm);
       await engine.destroy(vm.id);
     }
@@ -209,6 +237,7 @@ export async function main(argv: string[]): Promise<void> {
       launch_p50_ms_plain: p50(latency.plain),
       launch_p50_ms_jailed: p50(latency.jailed),
       jail_and_rules_add_ms: p50(latency.jailed) - p50(latency.plain),
+      launch_p50_ms_jailed_new_policy: p50(latency['jailed-new-policy']),
       leaked_netdevs: leaks.netdevs!.length + leaks.netns!.length,
       leaked_rules: leaks.rules!.length,
       leaked_procs: leaks.procs!.length,

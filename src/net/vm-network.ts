@@ -65,8 +65,9 @@ export interface TapNetwork {
 export interface NetworkManagerOptions {
   /**
    * Networks kept ready so a launch or resume does not wait for one to be built (~25 ms of ip/nft
-   * commands): the pool is refilled up to this many deny-all networks, networks VMs give back are
-   * kept up to twice as many, and as many again keep the egress policy they had (see release).
+   * commands): once fewer than half this many deny-all networks are left, the pool is refilled to
+   * this many; networks VMs give back are kept up to twice as many, and as many again keep the
+   * egress policy they had (see release).
    * Default 2; 0 disables the pool.
    */
   spares?: number;
@@ -531,34 +532,22 @@ export class NetworkManager implements VmNetworks {
         this.slotByEndpoint.delete(net.endpointIp);
       }
       const want = this.opts.spares ?? 2;
-      const keepPolicy = e !== undefined && e.ownRules && applied !== false && reusable(e.policy) && want > 0;
-      const recycle = !this.closed && (keepPolicy || this.spares.length < 2 * want);
-      if (e) await this.forgetEgress(e, keepPolicy && recycle);
-      if (!recycle) return this.destroy(net);
-      // Back to deny-all unless the policy stays: the policy table (only a network that had a
-      // policy has one) goes, then every tracked flow.
-      const reset = e && !keepPolicy;
-      const r = await run(
-        'nsenter',
-        [
-          `--net=${net.netnsPath}`,
-          '--',
-          ...(reset ? ['sh', '-c', 'nft -f - && conntrack -F'] : ['conntrack', '-F']),
-        ],
-        {
-          ...(reset ? { input: EGRESS_RESET_RULESET } : {}),
-          allowFailure: true,
-          timeoutMs: NFT_TIMEOUT_MS,
-        },
-      );
+      const keepPolicy =
+        !this.closed && e !== undefined && e.ownRules && applied !== false && reusable(e.policy) && want > 0;
+      if (e) await this.forgetEgress(e);
+      if (!keepPolicy) return this.recycle(net, e !== undefined);
+      // Kept with its policy: only its tracked flows go.
+      const r = await run('nsenter', [`--net=${net.netnsPath}`, '--', 'conntrack', '-F'], {
+        allowFailure: true,
+        timeoutMs: NFT_TIMEOUT_MS,
+      });
       if (r.exitCode !== 0 || this.closed) return this.destroy(net);
-      if (!keepPolicy) return void this.spares.push(net);
       const dnsPort = needsDns(e.policy)
         ? await this.dns?.then((f) => f.port).catch(() => undefined)
         : undefined;
       this.warm.push({ net, key: policyKey(e.policy), ...(dnsPort !== undefined ? { dnsPort } : {}) });
-      // The pool keeps the policies used last.
-      while (this.warm.length > want) await this.destroy(this.warm.shift()!.net);
+      // The pool keeps the policies used last; older ones go back to deny-all.
+      while (this.warm.length > want) await this.recycle(this.warm.shift()!.net, true);
     })();
     this.track(
       work.catch((e: Error) => log.error('network cleanup failed', { slot: net.slot, error: e.message })),
@@ -566,15 +555,38 @@ export class NetworkManager implements VmNetworks {
   }
 
   /**
-   * Host-side leftovers of a policy: pending set updates finish, the host's tracked flows of the
-   * VM's address go, and (unless the network keeps its policy) the slot's state file says deny-all
-   * again.
+   * Host-side leftovers of a policy: pending set updates finish, and the host's tracked flows of
+   * the VM's address go.
    */
-  private async forgetEgress(e: ActiveEgress, keepPolicy: boolean): Promise<void> {
+  private async forgetEgress(e: ActiveEgress): Promise<void> {
     await Promise.allSettled([...e.pending]);
     await run('conntrack', ['-D', '-s', e.net.endpointIp], { allowFailure: true, timeoutMs: NFT_TIMEOUT_MS });
-    if (!keepPolicy && existsSync(this.slotFile(e.net.slot)))
-      await writeFile(this.slotFile(e.net.slot), `${process.pid}\n`);
+  }
+
+  /**
+   * Puts a network no VM holds back in the pool as a deny-all spare if the pool has room (twice
+   * its size), else destroys it. Back to deny-all: its policy table, if it had a policy, goes (and
+   * the slot's state file says so), then every tracked flow.
+   */
+  private async recycle(net: TapNetwork, hadPolicy: boolean): Promise<void> {
+    if (this.closed || this.spares.length >= 2 * (this.opts.spares ?? 2)) return this.destroy(net);
+    const r = await run(
+      'nsenter',
+      [
+        `--net=${net.netnsPath}`,
+        '--',
+        ...(hadPolicy ? ['sh', '-c', 'nft -f - && conntrack -F'] : ['conntrack', '-F']),
+      ],
+      {
+        ...(hadPolicy ? { input: EGRESS_RESET_RULESET } : {}),
+        allowFailure: true,
+        timeoutMs: NFT_TIMEOUT_MS,
+      },
+    );
+    if (r.exitCode !== 0 || this.closed) return this.destroy(net);
+    if (hadPolicy && existsSync(this.slotFile(net.slot)))
+      await writeFile(this.slotFile(net.slot), `${process.pid}\n`);
+    this.spares.push(net);
   }
 
   private track(p: Promise<unknown>): void {
@@ -582,9 +594,13 @@ export class NetworkManager implements VmNetworks {
     void p.finally(() => this.background.delete(p));
   }
 
+  /**
+   * Refills the pool to its size, a little later, once it is down to less than half of it (so a
+   * launch whose network comes back at once, when its VM goes, does not cause one to be built).
+   */
   private scheduleRefill(): void {
     const want = this.opts.spares ?? 2;
-    if (this.closed || this.refillTimer || this.spares.length >= want) return;
+    if (this.closed || this.refillTimer || this.spares.length >= Math.ceil(want / 2)) return;
     this.refillTimer = setTimeout(() => {
       this.refillTimer = undefined;
       this.track(
