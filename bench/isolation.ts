@@ -2,7 +2,7 @@
  * Isolation benchmark: what the jail and per-VM network rules cost at launch, and what is left
  * behind after many launches and a kill -9 of the process that made them.
  *
- *   npm run bench -- isolation [--rounds 4] [--per-round 10] [--launches 100] [--killed 5]
+ *   npm run bench -- isolation [--rounds 12] [--per-round 5] [--launches 100] [--killed 5]
  *
  * 1. Launch latency, clone -> first HTTP reply, measured side by side in alternating rounds:
  *    "plain" = QEMU unjailed, no control group, a deny-all network from the pool;
@@ -10,7 +10,9 @@
  *    an egress policy (INTERNET_EGRESS plus an allow-list rule) on its network: the same policy for
  *    every launch, as for the VMs of one app (a released network keeps it for the next such VM);
  *    "jailed, new policy" = the same, but every launch has a policy no earlier one had (its rules
- *    are written while QEMU starts).
+ *    are written while QEMU starts). What the jail and rules add (`jail_and_rules_add_ms`,
+ *    `jail_and_new_rules_add_ms`) is the median over rounds of the mode's median minus plain's in
+ *    the same round: short rounds side by side, so drift of a shared host cancels out.
  * 2. Leftovers: `--launches` launch/destroy cycles (every other one with a new policy), then `--killed` VMs left running by a child
  *    process that is killed with SIGKILL; a new engine opens (cleanup after the crash) and closes.
  *    Then every network device, namespace, nftables table or set, QEMU/jailer process and control
@@ -179,8 +181,8 @@ export async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      rounds: { type: 'string', default: '4' },
-      'per-round': { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '12' },
+      'per-round': { type: 'string', default: '5' },
       launches: { type: 'string', default: '100' },
       killed: { type: 'string', default: '5' },
       'data-dir': { type: 'string' },
@@ -193,14 +195,23 @@ export async function main(argv: string[]): Promise<void> {
   const before = await hostState();
 
   const latency: Record<Mode['name'], number[]> = { plain: [], jailed: [], 'jailed-new-policy': [] };
+  /** Per round, each mode's median minus plain's: rounds are minutes apart, modes of a round not. */
+  const added: Record<Mode['name'], number[]> = { plain: [], jailed: [], 'jailed-new-policy': [] };
   for (let r = 0; r < Number(values.rounds); r++) {
+    const round: Partial<Record<Mode['name'], number>> = {};
     // Rotate which mode goes first, so drift on a noisy host hits all alike.
-    for (const mode of [...MODES.slice(r % MODES.length), ...MODES.slice(0, r % MODES.length)])
-      latency[mode.name].push(...(await launchRound(dataDir, mode, Number(values['per-round']), r)));
+    for (const mode of [...MODES.slice(r % MODES.length), ...MODES.slice(0, r % MODES.length)]) {
+      const ms = await launchRound(dataDir, mode, Number(values['per-round']), r);
+      latency[mode.name].push(...ms);
+      round[mode.name] = percentile(ms, 50);
+    }
+    for (const m of MODES) added[m.name].push(round[m.name]! - round.plain!);
   }
   say(summary('launch, plain', latency.plain));
   say(summary('launch, jailed + rules', latency.jailed));
   say(summary('launch, jailed + new rules', latency['jailed-new-policy']));
+  say(summary('added by jail + rules, per round', added.jailed));
+  say(summary('added by jail + new rules, per round', added['jailed-new-policy']));
 
   // Leftovers: many launches, then a crash with VMs running, then the next engine's cleanup.
   const engine = await Engine.open({ dataDir });
@@ -236,8 +247,9 @@ export async function main(argv: string[]): Promise<void> {
     JSON.stringify({
       launch_p50_ms_plain: p50(latency.plain),
       launch_p50_ms_jailed: p50(latency.jailed),
-      jail_and_rules_add_ms: p50(latency.jailed) - p50(latency.plain),
+      jail_and_rules_add_ms: p50(added.jailed),
       launch_p50_ms_jailed_new_policy: p50(latency['jailed-new-policy']),
+      jail_and_new_rules_add_ms: p50(added['jailed-new-policy']),
       leaked_netdevs: leaks.netdevs!.length + leaks.netns!.length,
       leaked_rules: leaks.rules!.length,
       leaked_procs: leaks.procs!.length,
