@@ -220,14 +220,17 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
       ...(cg ? { cgroup: cg.name } : {}),
     };
     await writeFile(L.runStateFile, JSON.stringify(state));
-    const [qmp] = await Promise.all([
+    // Both settle before either error is thrown, so a QMP client that connected is closed below.
+    const [qmp, join] = await Promise.allSettled([
       QmpClient.connect(L.qmpSocket, {
         timeoutMs: ctx.qmpConnectTimeoutMs,
         abort: () => proc.exitError(),
       }),
       joined,
     ]);
-    vm.qmp = qmp;
+    if (qmp.status === 'rejected') throw qmp.reason;
+    vm.qmp = qmp.value;
+    if (join.status === 'rejected') throw join.reason;
     if (o.network.kind === 'user') await attachForwards(vm);
     if (o.incoming) {
       await vm.qmp.execute('migrate-set-capabilities', {
