@@ -193,6 +193,11 @@ export class NetworkManager implements VmNetworks {
     this.root = new RootFirewall(opts.stateDir, log);
   }
 
+  /** NetworkManagerOptions.spares. */
+  private get poolSize(): number {
+    return this.opts.spares ?? 2;
+  }
+
   /** The host table of this manager (named after its state directory): `inet <name>`. */
   get rootTable(): string {
     return this.root.table;
@@ -531,9 +536,13 @@ export class NetworkManager implements VmNetworks {
         this.egress.delete(net.slot);
         this.slotByEndpoint.delete(net.endpointIp);
       }
-      const want = this.opts.spares ?? 2;
       const keepPolicy =
-        !this.closed && e !== undefined && e.ownRules && applied !== false && reusable(e.policy) && want > 0;
+        !this.closed &&
+        e !== undefined &&
+        e.ownRules &&
+        applied !== false &&
+        reusable(e.policy) &&
+        this.poolSize > 0;
       if (e) await this.forgetEgress(e);
       if (!keepPolicy) return this.recycle(net, e !== undefined);
       // Kept with its policy: only its tracked flows go.
@@ -547,7 +556,7 @@ export class NetworkManager implements VmNetworks {
         : undefined;
       this.warm.push({ net, key: policyKey(e.policy), ...(dnsPort !== undefined ? { dnsPort } : {}) });
       // The pool keeps the policies used last; older ones go back to deny-all.
-      while (this.warm.length > want) await this.recycle(this.warm.shift()!.net, true);
+      while (this.warm.length > this.poolSize) await this.recycle(this.warm.shift()!.net, true);
     })();
     this.track(
       work.catch((e: Error) => log.error('network cleanup failed', { slot: net.slot, error: e.message })),
@@ -569,7 +578,7 @@ export class NetworkManager implements VmNetworks {
    * the slot's state file says so), then every tracked flow.
    */
   private async recycle(net: TapNetwork, hadPolicy: boolean): Promise<void> {
-    if (this.closed || this.spares.length >= 2 * (this.opts.spares ?? 2)) return this.destroy(net);
+    if (this.closed || this.spares.length >= 2 * this.poolSize) return this.destroy(net);
     const r = await run(
       'nsenter',
       [
@@ -599,7 +608,7 @@ export class NetworkManager implements VmNetworks {
    * launch whose network comes back at once, when its VM goes, does not cause one to be built).
    */
   private scheduleRefill(): void {
-    const want = this.opts.spares ?? 2;
+    const want = this.poolSize;
     if (this.closed || this.refillTimer || this.spares.length >= Math.ceil(want / 2)) return;
     this.refillTimer = setTimeout(() => {
       this.refillTimer = undefined;
