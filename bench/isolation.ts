@@ -13,8 +13,9 @@
  *    are written while QEMU starts). What the jail and rules add (`jail_and_rules_add_ms`,
  *    `jail_and_new_rules_add_ms`) is the median over rounds of the mode's median minus plain's in
  *    the same round: short rounds side by side, so drift of a shared host cancels out.
- * 2. Leftovers: `--launches` launch/destroy cycles (every other one with a new policy), then `--killed` VMs left running by a child
- *    process that is killed with SIGKILL; a new engine opens (cleanup after the crash) and closes.
+ * 2. Leftovers: `--launches` launch/destroy cycles (every other one with a new policy), then
+ *    `--killed` VMs left running by a child process that is killed with SIGKILL; a new engine opens
+ *    (cleanup after the crash), destroys them as the control plane would, and closes.
  *    Then every network device, namespace, nftables table or set, QEMU/jailer process and control
  *    group that did not exist before the benchmark counts as leaked.
  * Ends with one JSON line.
