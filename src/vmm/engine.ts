@@ -22,6 +22,7 @@ import { Mutex } from '../util/mutex.js';
 import type { EngineContext } from './context.js';
 import { createOverlay, freezeLayer } from './disk.js';
 import { BootTimeoutError, InvalidVmStateError } from './errors.js';
+import { waitForQuietGuest } from './guest-quiesce.js';
 import { launchQemu, nextInstance, saveDeviceState, watchCgroup, type RunState } from './launch.js';
 import { MicroVm, type VmRecord } from './microvm.js';
 import { cpuModel, defaultCmdline, tcgTscArgs, type MachineConfig } from './qemu-args.js';
@@ -507,6 +508,12 @@ export class Engine {
       const t0 = Date.now();
       try {
         const qmp = vm.qmp!;
+        // What the guest is still doing when frozen, every clone does again after its restore (and
+        // under TCG pays for translating): let it see the agent's host side close, and finish
+        // what it was doing (the warm-up request's connection closing), once, here.
+        vm.closeAgent();
+        if (!(await waitForQuietGuest(vm.process!.pid)))
+          vm.log.info('the guest was still busy when its template snapshot was taken');
         await qmp.execute('stop');
         await saveDeviceState(vm, join(tmp, 'devices.state'));
         await this.quitQemu(vm);

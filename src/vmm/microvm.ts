@@ -199,6 +199,12 @@ export class MicroVm {
     return p.exitError() ?? e;
   }
 
+  /** Closes the host's connection to the guest agent, if any (the next agent() reconnects). */
+  closeAgent(): void {
+    this.agentClient?.close();
+    this.agentClient = undefined;
+  }
+
   /** Closes the host-side connections to this VM's QEMU (not the VM itself). */
   disconnect(): void {
     this.agentClient?.close();

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Engine, Template } from '../../src/vmm/engine.js';
 import type { MicroVm } from '../../src/vmm/microvm.js';
+import { waitForQuietGuest } from '../../src/vmm/guest-quiesce.js';
 import { TEMPLATE_REQUESTS } from '../helpers/env.js';
 import { getJson, leftovers, NOTHING_LEFT, openEngine, sh, uniqueId } from '../helpers/vm.js';
 
@@ -93,5 +94,47 @@ describe('template -> clones', () => {
     expect(await leftovers(engine, [a.id])).toEqual(NOTHING_LEFT);
     await engine.destroy(b.id);
     expect(existsSync(b.layout.dir)).toBe(false);
+  });
+});
+
+describe('a restore is quiet', () => {
+  let engine: Engine;
+  let template: Template;
+  let c: MicroVm;
+
+  beforeAll(async () => {
+    engine = await openEngine();
+    template = await engine.template(inject('counterTemplate'));
+    c = await engine.clone(template, { vmId: uniqueId('clone-quiet') });
+  });
+
+  afterAll(async () => {
+    await engine.destroy(c.id);
+    await engine.close();
+  });
+
+  it('does not announce itself: the guest sends no packet of its own in its first seconds', async () => {
+    // QEMU's self-announce would have the guest send ARP, neighbour adverts and MLD reports in
+    // rounds over ~0.8 s after the load; nothing else in the idle guest transmits.
+    const txPackets = async () => Number(await sh(c, 'cat /sys/class/net/eth0/statistics/tx_packets'));
+    const first = await txPackets();
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await txPackets()).toBe(first);
+  });
+
+  it('keeps the machine-id on the guest tmpfs, bound over /etc/machine-id (identity writes nothing to disk)', async () => {
+    expect(await sh(c, 'cat /etc/machine-id')).toBe(`${c.record.machineId}\n`);
+    expect(await sh(c, 'cat /run/hearth/machine-id')).toBe(`${c.record.machineId}\n`);
+    expect(await sh(c, 'grep -c " /etc/machine-id " /proc/self/mountinfo')).toBe('1\n');
+  });
+
+  it('tells a quiet guest from a busy one by its vCPU time (the wait before a template snapshot)', async () => {
+    expect(await waitForQuietGuest(c.process!.pid, { maxMs: 3_000 })).toBe(true);
+    await sh(c, '(i=0; while [ $i -lt 3000000 ]; do i=$((i+1)); done) >/dev/null 2>&1 & echo $! > /tmp/busy');
+    try {
+      expect(await waitForQuietGuest(c.process!.pid, { maxMs: 1_000 })).toBe(false);
+    } finally {
+      await sh(c, 'kill $(cat /tmp/busy) 2>/dev/null; true');
+    }
   });
 });

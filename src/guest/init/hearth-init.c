@@ -6,8 +6,8 @@
  * shell at all, still boot.
  *
  * It mounts the kernel filesystems, configures the network and hostname from the kernel command
- * line (hearth.ip=, hearth.gw=, hearth.mtu=, hearth.hostname=, hearth.dns=), covers /etc/hosts and
- * /etc/resolv.conf with its own (as container runtimes do), starts qemu-guest-agent (bundled
+ * line (hearth.ip=, hearth.gw=, hearth.mtu=, hearth.hostname=, hearth.dns=), covers /etc/hosts,
+ * /etc/resolv.conf and /etc/machine-id with its own (as container runtimes do), starts qemu-guest-agent (bundled
  * under /run/hearth/agent with its own loader and libraries), runs the workload with its
  * argv/env/cwd/user and its stdout/stderr on the console, reaps zombies, forwards signals to the
  * workload, and serves the host's control port (virtio-serial "org.hearth.ctl.0"), which applies
@@ -217,17 +217,33 @@ static void write_hosts(const char *hostname) {
   if (write_text("/run/hearth/hosts", text) < 0) logmsg("cannot write /run/hearth/hosts: %s", strerror(errno));
 }
 
-/* Like a container runtime: the image's /etc/hosts and /etc/resolv.conf are covered (bind mounts)
- * by files Hearth keeps on its tmpfs, so the guest resolves its own name without DNS and asks the
- * resolver Hearth provides, never one baked into the image. Nothing on the image's disk changes
- * (a missing file is created empty, as the mount point). */
+/* The image's machine-id, if it has one, copied to /run/hearth/machine-id (covered next). */
+static void copy_machine_id(void) {
+  char id[34] = "";
+  int fd = open("/etc/machine-id", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = read(fd, id, 33);
+    close(fd);
+    id[n == 33 && id[32] == '\n' ? 33 : 0] = 0;
+  }
+  if (write_text("/run/hearth/machine-id", id) < 0) logmsg("cannot write /run/hearth/machine-id");
+}
+
+/* Like a container runtime: the image's /etc/hosts, /etc/resolv.conf and /etc/machine-id are
+ * covered (bind mounts) by files Hearth keeps on its tmpfs, so the guest resolves its own name
+ * without DNS and asks the resolver Hearth provides, never one baked into the image, and restore
+ * hygiene sets the machine-id in memory rather than through the disk. Nothing on the image's disk
+ * changes (a missing file is created empty, as the mount point). */
 static void setup_name_resolution(void) {
   char text[256];
   write_hosts(cfg.hostname);
   snprintf(text, sizeof(text), "nameserver %s\noptions timeout:2 attempts:1\n", cfg.dns ? cfg.dns : "127.0.0.1");
   if (write_text("/run/hearth/resolv.conf", text) < 0) logmsg("cannot write /run/hearth/resolv.conf");
-  const char *files[][2] = {{"/run/hearth/hosts", "/etc/hosts"}, {"/run/hearth/resolv.conf", "/etc/resolv.conf"}};
-  for (int i = 0; i < 2; i++) {
+  copy_machine_id();
+  const char *files[][2] = {{"/run/hearth/hosts", "/etc/hosts"},
+                            {"/run/hearth/resolv.conf", "/etc/resolv.conf"},
+                            {"/run/hearth/machine-id", "/etc/machine-id"}};
+  for (int i = 0; i < 3; i++) {
     struct stat st;
     if (lstat("/etc", &st) < 0 || !S_ISDIR(st.st_mode)) return;
     if (lstat(files[i][1], &st) < 0) {
@@ -295,6 +311,17 @@ static void configure_network(void) {
     if (cfg.mtu > 0) {
       ifr.ifr_mtu = cfg.mtu;
       if (ioctl(sock, SIOCSIFMTU, &ifr) < 0) logmsg("eth0 mtu: %s", strerror(errno));
+    }
+    /* The VM's network is IPv4 only (its host side has IPv6 off). Without IPv6 on eth0 the guest
+     * neither solicits routers (with backoff, for ever) nor sends MLD reports and neighbour
+     * discovery: an idle guest transmits nothing. IPv6 sockets still work: a [::] listener accepts
+     * IPv4 connections, and lo keeps ::1. Absent on a kernel without IPv6, which is fine. */
+    int v6 = open("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", O_WRONLY | O_CLOEXEC);
+    if (v6 >= 0) {
+      if (write(v6, "1\n", 2) != 2) logmsg("eth0 ipv6 off: %s", strerror(errno));
+      close(v6);
+    } else if (errno != ENOENT) {
+      logmsg("eth0 ipv6 off: %s", strerror(errno));
     }
     if (set_if_flags(sock, "eth0", IFF_UP | IFF_RUNNING) < 0) logmsg("eth0 up: %s", strerror(errno));
     if (cfg.gateway) {
@@ -627,7 +654,9 @@ static int reseed_rng(const char *hex) {
 }
 
 /* Writes the machine id unless the file already holds it (a resume keeps its identity, and must
- * not write to a filesystem that may still be frozen). */
+ * not write to a filesystem that may still be frozen). /etc/machine-id is normally the tmpfs file
+ * bound over it at boot, so it already holds the id; it is written itself only in guests booted
+ * before that bind mount existed. */
 static int write_machine_id(const char *id) {
   char line[40], cur[40];
   if (strlen(id) != 32) return -1;
