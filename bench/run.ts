@@ -2,7 +2,7 @@
  * Benchmark runner: `npm run bench -- <name> [options]` runs bench/<name>.ts, which prints figures
  * as it goes and ends with one JSON line of results.
  */
-const BENCHES = ['engine', 'build', 'api', 'gateway', 'isolation'] as const;
+const BENCHES = ['engine', 'build', 'api', 'gateway', 'isolation', 'translation'] as const;
 
 const [name, ...rest] = process.argv.slice(2);
 if (!name || !(BENCHES as readonly string[]).includes(name)) {

@@ -1,0 +1,121 @@
+/**
+ * Translation benchmark: how much guest code TCG translates for one launch, in blocks (QEMU's
+ * `info jit` TB count), and the vCPU time it took. Block counts depend on the guest's code paths,
+ * not on how fast the host is that day, so they compare across runs and hosts where CPU seconds do
+ * not. For clones of a counter-app template (a 512 MiB Python HTTP app), three phases:
+ *   restore   clone -> RUNNING (device state, restore hygiene);
+ *   reply     the first HTTP reply;
+ *   settle    the next 5 s of an idle guest.
+ * Ends with one JSON line.
+ *
+ *   npm run bench -- translation [--clones 5] [--settle-ms 5000]
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DataDir } from '../src/config/data-dir.js';
+import { setupHost } from '../src/setup/setup.js';
+import { Engine } from '../src/vmm/engine.js';
+import { vcpuTimeNs } from '../src/vmm/guest-quiesce.js';
+import { hmpOf } from '../src/vmm/launch.js';
+import { httpGet } from '../src/util/http-get.js';
+import type { MicroVm } from '../src/vmm/microvm.js';
+import { percentile, summary } from './stats.js';
+
+const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
+const TEMPLATE = 'bench-translation';
+
+/** Translated blocks so far and vCPU time so far (ms) of a VM's QEMU. */
+async function sample(vm: MicroVm): Promise<{ blocks: number; vcpuMs: number }> {
+  const jit = await hmpOf(vm)('info jit');
+  const blocks = Number(/TB count\s+(\d+)/.exec(jit)?.[1]);
+  if (!Number.isFinite(blocks)) throw new Error(`unexpected 'info jit' output: ${jit.slice(0, 200)}`);
+  return { blocks, vcpuMs: Number(await vcpuTimeNs(vm.process!.pid)) / 1e6 };
+}
+
+async function reply(vm: MicroVm): Promise<void> {
+  const at = await vm.tcpEndpoint(8080);
+  const res = await httpGet(`http://${at.host}:${at.port}/`);
+  if (res.status !== 200) throw new Error(`reply ${res.status}`);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      clones: { type: 'string', default: '5' },
+      'settle-ms': { type: 'string', default: '5000' },
+      'data-dir': { type: 'string' },
+    },
+  });
+  const dataDir = values['data-dir'] ? new DataDir(values['data-dir']) : DataDir.fromEnv();
+  await setupHost(dataDir);
+  const engine = await Engine.open({ dataDir });
+  const say = (s: string) => process.stdout.write(s + '\n');
+  const phases = ['restore', 'reply', 'settle'] as const;
+  const blocks: Record<(typeof phases)[number] | 'total', number[]> = {
+    restore: [],
+    reply: [],
+    settle: [],
+    total: [],
+  };
+  const vcpuMs: Record<(typeof phases)[number] | 'total', number[]> = {
+    restore: [],
+    reply: [],
+    settle: [],
+    total: [],
+  };
+  const ids: string[] = [];
+  try {
+    await engine.deleteTemplate(TEMPLATE);
+    const boot = await engine.boot({
+      vmId: 'bench-translation-boot',
+      workload: { argv: ['python3', '-c', APP] },
+      waitForPort: 8080,
+    });
+    ids.push(boot.id);
+    await reply(boot);
+    const template = await engine.createTemplate(boot, TEMPLATE);
+    if (template.manifest.machine.accel !== 'tcg')
+      throw new Error('this benchmark measures TCG: KVM translates nothing');
+    for (let i = 0; i < Number(values.clones); i++) {
+      const id = `bench-translation-${i}`;
+      ids.push(id);
+      const vm = await engine.clone(template, { vmId: id });
+      const a = await sample(vm);
+      await reply(vm);
+      const b = await sample(vm);
+      await new Promise((r) => setTimeout(r, Number(values['settle-ms'])));
+      const c = await sample(vm);
+      const got = {
+        restore: [a.blocks, a.vcpuMs],
+        reply: [b.blocks - a.blocks, b.vcpuMs - a.vcpuMs],
+        settle: [c.blocks - b.blocks, c.vcpuMs - b.vcpuMs],
+        total: [c.blocks, c.vcpuMs],
+      };
+      for (const k of [...phases, 'total'] as const) {
+        blocks[k].push(got[k][0]!);
+        vcpuMs[k].push(got[k][1]!);
+      }
+      await engine.destroy(id);
+    }
+    for (const k of [...phases, 'total'] as const) {
+      say(summary(`${k}: blocks translated`, blocks[k], 'blocks'));
+      say(summary(`${k}: vCPU time`, vcpuMs[k]));
+    }
+    const total = percentile(blocks.total, 50);
+    const result = {
+      restore_blocks_p50: percentile(blocks.restore, 50),
+      reply_blocks_p50: percentile(blocks.reply, 50),
+      settle_blocks_p50: percentile(blocks.settle, 50),
+      total_blocks_p50: total,
+      total_vcpu_ms_p50: Math.round(percentile(vcpuMs.total, 50)),
+      vcpu_us_per_block: Math.round((percentile(vcpuMs.total, 50) * 1000) / total),
+    };
+    say(JSON.stringify(result));
+  } finally {
+    for (const id of ids) await engine.destroy(id).catch(() => undefined);
+    await engine.deleteTemplate(TEMPLATE).catch(() => undefined);
+    await engine.close();
+  }
+}
