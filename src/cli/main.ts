@@ -13,6 +13,8 @@ Host and server:
   setup [--accelerator auto|kvm|tcg]     prepare this host (packages, guest kernel, base image); idempotent
   setup --for-user NAME [--data-dir D]   as root: prepare a data directory (default /var/lib/hearth-NAME)
                                          that NAME then serves from without root
+  setup --upgrade-guest-kernel           move the guest kernel to Debian's newest cloud kernel (otherwise
+                                         the first one stays); images built before must then be rebuilt
   serve [--config FILE] [options]        run the API, the engine and the gateway (see README, Configuration)
   demo [--exit]                          the main job: serve, build examples/flask, launch, call, idle, resume
 `;
@@ -93,6 +95,7 @@ async function local(command: string, rest: string[]): Promise<number> {
       accelerator: { type: 'string' },
       exit: { type: 'boolean' },
       'for-user': { type: 'string' },
+      'upgrade-guest-kernel': { type: 'boolean' },
     },
   });
   const forUser = values['for-user'];
@@ -105,7 +108,11 @@ async function local(command: string, rest: string[]): Promise<number> {
     const accel = (values.accelerator ?? 'auto') as AccelSetting;
     if (!['auto', 'kvm', 'tcg'].includes(accel))
       throw new CliUsageError(`--accelerator must be auto, kvm or tcg, not '${accel}'`);
-    const a = await setupHost(dataDir, { accelerator: accel, ...(forUser ? { forUser } : {}) });
+    const a = await setupHost(dataDir, {
+      accelerator: accel,
+      ...(forUser ? { forUser } : {}),
+      upgradeGuestKernel: values['upgrade-guest-kernel'] ?? false,
+    });
     process.stdout.write(`host ready: accelerator ${a.accel.accel} (${a.accel.reason})\n`);
     if (forUser)
       process.stdout.write(

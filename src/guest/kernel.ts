@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../util/exec.js';
 import { writeFileAtomic } from '../util/fs-atomic.js';
@@ -81,20 +81,80 @@ async function resolveModules(modRoot: string, wanted: readonly string[]): Promi
   return ordered;
 }
 
-/**
- * Makes sure the Debian cloud kernel and the modules the guest needs are unpacked in `kernelDir`.
- * Idempotent and cached per kernel release; downloads only when the release is not cached yet.
- */
-export async function ensureKernel(kernelDir: string): Promise<GuestKernel> {
-  await mkdir(kernelDir, { recursive: true });
-  const pkg = await resolveKernelPackage();
-  const release = pkg.replace(/^linux-image-/, '');
+/** File in the kernel directory naming the release in use: the guest kernel is pinned to it. */
+const CURRENT_FILE = 'current';
+
+/** The cached kernel of `release` in `kernelDir`, or undefined if it is not (completely) cached. */
+async function cachedKernel(kernelDir: string, release: string): Promise<GuestKernel | undefined> {
   const dir = join(kernelDir, release);
   const manifest = join(dir, 'kernel.json');
-  if (existsSync(manifest)) {
-    // Paths are those of the directory it is in now (a data directory may be moved or copied).
-    const k = JSON.parse(await readFile(manifest, 'utf8')) as GuestKernel;
-    return { ...k, vmlinuz: join(dir, 'vmlinuz'), modulesDir: join(dir, 'modules') };
+  if (!existsSync(manifest)) return undefined;
+  // Paths are those of the directory it is in now (a data directory may be moved or copied).
+  const k = JSON.parse(await readFile(manifest, 'utf8')) as GuestKernel;
+  return { ...k, vmlinuz: join(dir, 'vmlinuz'), modulesDir: join(dir, 'modules') };
+}
+
+/**
+ * The release the guest kernel is pinned to: the one `current` names, or (data directories set up
+ * before the pin existed) the most recently unpacked one. Undefined when nothing is cached.
+ */
+/** The kernel release Debian's `linux-image-cloud-amd64` names now (what an upgrade moves to). */
+export async function debianKernelRelease(): Promise<string> {
+  return (await resolveKernelPackage()).replace(/^linux-image-/, '');
+}
+
+async function pinnedRelease(kernelDir: string): Promise<string | undefined> {
+  const named = await readFile(join(kernelDir, CURRENT_FILE), 'utf8').catch(() => undefined);
+  if (named?.trim()) return named.trim();
+  let newest: { release: string; mtimeMs: number } | undefined;
+  for (const e of await readdir(kernelDir, { withFileTypes: true })) {
+    if (!e.isDirectory() || e.name.endsWith('.staging')) continue;
+    const s = await stat(join(kernelDir, e.name, 'kernel.json')).catch(() => undefined);
+    if (s && (!newest || s.mtimeMs > newest.mtimeMs)) newest = { release: e.name, mtimeMs: s.mtimeMs };
+  }
+  return newest?.release;
+}
+
+/** Records `release` as the pinned one (written only when it changes). */
+async function pin(kernelDir: string, release: string): Promise<void> {
+  const file = join(kernelDir, CURRENT_FILE);
+  if ((await readFile(file, 'utf8').catch(() => '')) !== `${release}\n`)
+    await writeFileAtomic(file, `${release}\n`);
+}
+
+export interface EnsureKernelOptions {
+  /**
+   * Move to the kernel Debian's `linux-image-cloud-amd64` names now, even if another one is pinned.
+   * Snapshots made with the old kernel cannot be restored with the new one (their image versions
+   * become INACTIVE at the next server start, to be rebuilt).
+   */
+  upgrade?: boolean;
+}
+
+/**
+ * Makes sure a Debian cloud kernel and the modules the guest needs are unpacked in `kernelDir`.
+ * The first call takes the kernel Debian's meta-package names and pins it (`current`); later calls
+ * keep it, without asking apt, so that a host's package update never silently makes every image's
+ * snapshot unrestorable. `upgrade` moves to the newest. Idempotent; downloads only a release that
+ * is not cached yet.
+ */
+export async function ensureKernel(kernelDir: string, o: EnsureKernelOptions = {}): Promise<GuestKernel> {
+  await mkdir(kernelDir, { recursive: true });
+  if (!o.upgrade) {
+    const pinned = await pinnedRelease(kernelDir);
+    const k = pinned ? await cachedKernel(kernelDir, pinned) : undefined;
+    if (k) {
+      await pin(kernelDir, k.release);
+      return k;
+    }
+  }
+  const release = await debianKernelRelease();
+  const pkg = `linux-image-${release}`;
+  const dir = join(kernelDir, release);
+  const cached = await cachedKernel(kernelDir, release);
+  if (cached) {
+    await pin(kernelDir, release);
+    return cached;
   }
 
   log.info('fetching guest kernel', { package: pkg });
@@ -119,6 +179,7 @@ export async function ensureKernel(kernelDir: string): Promise<GuestKernel> {
     await writeFileAtomic(join(staging, 'kernel.json'), JSON.stringify(kernel, null, 2));
     await rm(dir, { recursive: true, force: true });
     await rename(staging, dir);
+    await pin(kernelDir, release);
     log.info('guest kernel ready', { release, modules: kernel.loadOrder.join(',') });
     return kernel;
   } finally {

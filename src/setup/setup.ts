@@ -33,6 +33,11 @@ export interface SetupOptions {
    * subordinate uid range is added for them), and no `hearth-builder` is needed.
    */
   forUser?: string;
+  /**
+   * Move the guest kernel to the newest Debian cloud kernel (otherwise the one first set up stays:
+   * see ensureKernel). Images built with the old kernel must then be rebuilt.
+   */
+  upgradeGuestKernel?: boolean;
 }
 
 /**
@@ -57,7 +62,7 @@ export async function setupHost(dataDir: DataDir, opts: SetupOptions = {}): Prom
   await mkdir(dataDir.root, { recursive: true, mode: 0o711 });
   await ensurePackages();
   await assertStaticBusybox();
-  const guest = await prepareGuest(dataDir);
+  const guest = await prepareGuest(dataDir, opts);
   const baseDisk = await ensureBaseDisk(dataDir.baseDisksDir);
   if (user) {
     // Builds run as the user (rootless buildah needs a subordinate range); its storage must be theirs.
@@ -83,8 +88,8 @@ export async function setupHost(dataDir: DataDir, opts: SetupOptions = {}): Prom
 type Guest = Pick<HostArtifacts, 'kernel' | 'agent' | 'initramfs'>;
 
 /** The guest side: kernel, agent bundle, hearth-init and the initramfs (each cached). */
-async function prepareGuest(dataDir: DataDir): Promise<Guest> {
-  const kernel = await ensureKernel(dataDir.kernelDir);
+async function prepareGuest(dataDir: DataDir, opts: SetupOptions): Promise<Guest> {
+  const kernel = await ensureKernel(dataDir.kernelDir, { upgrade: opts.upgradeGuestKernel ?? false });
   const agent = await ensureAgentBundle(dataDir.guestDir);
   const init = await ensureInitBinary(dataDir.guestDir);
   const initramfs = await ensureInitramfs(dataDir.guestDir, kernel, agent, init);
@@ -144,7 +149,7 @@ async function checkPreparedHost(dataDir: DataDir, opts: SetupOptions): Promise<
   let guest: Guest;
   try {
     await assertStaticBusybox();
-    guest = await prepareGuest(dataDir);
+    guest = await prepareGuest(dataDir, opts);
   } catch (e) {
     throw new HostNotSetUpError(
       dataDir.root,
