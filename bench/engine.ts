@@ -6,22 +6,13 @@
  *   npm run bench -- engine [--boots 3] [--clones 10] [--cycles 10] [--idle-vms 5]
  */
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DataDir } from '../src/config/data-dir.js';
 import { setupHost } from '../src/setup/setup.js';
 import { Engine } from '../src/vmm/engine.js';
-import { httpGet } from '../src/util/http-get.js';
 import type { MicroVm } from '../src/vmm/microvm.js';
 import { percentile, round, summary } from './stats.js';
-
-const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
-
-async function firstReply(vm: MicroVm): Promise<void> {
-  const at = await vm.tcpEndpoint(8080);
-  const res = await httpGet(`http://${at.host}:${at.port}/`);
-  if (res.status !== 200) throw new Error(`reply ${res.status}`);
-}
+import { COUNTER_APP, firstReply } from './counter-app.js';
 
 async function memoryOf(pid: number): Promise<{ rssMiB: number; pssMiB: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -58,7 +49,7 @@ export async function main(argv: string[]): Promise<void> {
     let templateSource: MicroVm | undefined;
     for (let i = 0; i < Number(values.boots); i++) {
       const t = performance.now();
-      const vm = await engine.boot({ vmId: id('boot'), workload: { argv: ['python3', '-c', APP] } });
+      const vm = await engine.boot({ vmId: id('boot'), workload: { argv: ['python3', '-c', COUNTER_APP] } });
       // Measured to the first HTTP reply, like the other figures: poll until the app answers.
       for (;;) {
         try {

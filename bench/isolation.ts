@@ -28,12 +28,10 @@ import { DataDir } from '../src/config/data-dir.js';
 import type { EgressPolicy } from '../src/net/policy.js';
 import { setupHost } from '../src/setup/setup.js';
 import { run } from '../src/util/exec.js';
-import { httpGet } from '../src/util/http-get.js';
 import { Engine, type Template } from '../src/vmm/engine.js';
-import type { MicroVm } from '../src/vmm/microvm.js';
 import { percentile, summary } from './stats.js';
+import { COUNTER_APP, firstReply } from './counter-app.js';
 
-const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
 const TEMPLATE = 'bench-isolation';
 /** What a jailed launch's network allows (exercises the rule path, reaches nothing here). */
 const POLICY: EgressPolicy = {
@@ -62,12 +60,6 @@ const MODES: Mode[] = [
   { name: 'jailed-new-policy', engine: { jail: true, cgroups: true }, egress: newPolicy },
 ];
 
-async function firstReply(vm: MicroVm): Promise<void> {
-  const at = await vm.tcpEndpoint(8080);
-  const res = await httpGet(`http://${at.host}:${at.port}/`);
-  if (res.status !== 200) throw new Error(`reply ${res.status}`);
-}
-
 /** The template every launch clones: made once by a cold boot, then kept. */
 async function ensureTemplate(dataDir: DataDir): Promise<void> {
   const engine = await Engine.open({ dataDir });
@@ -77,7 +69,7 @@ async function ensureTemplate(dataDir: DataDir): Promise<void> {
       await engine.destroy(`${TEMPLATE}-boot`);
       const vm = await engine.boot({
         vmId: `${TEMPLATE}-boot`,
-        workload: { argv: ['python3', '-c', APP] },
+        workload: { argv: ['python3', '-c', COUNTER_APP] },
         waitForPort: 8080,
       });
       await engine.createTemplate(vm, TEMPLATE);

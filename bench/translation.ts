@@ -10,19 +10,16 @@
  *
  *   npm run bench -- translation [--clones 5] [--settle-ms 5000]
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DataDir } from '../src/config/data-dir.js';
 import { setupHost } from '../src/setup/setup.js';
 import { Engine } from '../src/vmm/engine.js';
 import { vcpuTimeNs } from '../src/vmm/guest-quiesce.js';
 import { hmpOf } from '../src/vmm/launch.js';
-import { httpGet } from '../src/util/http-get.js';
 import type { MicroVm } from '../src/vmm/microvm.js';
 import { percentile, summary } from './stats.js';
+import { COUNTER_APP, firstReply } from './counter-app.js';
 
-const APP = await readFile(join(import.meta.dirname, '..', 'tests', 'fixtures', 'counter-app.py'), 'utf8');
 const TEMPLATE = 'bench-translation';
 
 /** Translated blocks so far and vCPU time so far (ms) of a VM's QEMU. */
@@ -31,12 +28,6 @@ async function sample(vm: MicroVm): Promise<{ blocks: number; vcpuMs: number }> 
   const blocks = Number(/TB count\s+(\d+)/.exec(jit)?.[1]);
   if (!Number.isFinite(blocks)) throw new Error(`unexpected 'info jit' output: ${jit.slice(0, 200)}`);
   return { blocks, vcpuMs: Number(await vcpuTimeNs(vm.process!.pid)) / 1e6 };
-}
-
-async function reply(vm: MicroVm): Promise<void> {
-  const at = await vm.tcpEndpoint(8080);
-  const res = await httpGet(`http://${at.host}:${at.port}/`);
-  if (res.status !== 200) throw new Error(`reply ${res.status}`);
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -70,11 +61,11 @@ export async function main(argv: string[]): Promise<void> {
     await engine.deleteTemplate(TEMPLATE);
     const boot = await engine.boot({
       vmId: 'bench-translation-boot',
-      workload: { argv: ['python3', '-c', APP] },
+      workload: { argv: ['python3', '-c', COUNTER_APP] },
       waitForPort: 8080,
     });
     ids.push(boot.id);
-    await reply(boot);
+    await firstReply(boot);
     const template = await engine.createTemplate(boot, TEMPLATE);
     if (template.manifest.machine.accel !== 'tcg')
       throw new Error('this benchmark measures TCG: KVM translates nothing');
@@ -83,7 +74,7 @@ export async function main(argv: string[]): Promise<void> {
       ids.push(id);
       const vm = await engine.clone(template, { vmId: id });
       const a = await sample(vm);
-      await reply(vm);
+      await firstReply(vm);
       const b = await sample(vm);
       await new Promise((r) => setTimeout(r, Number(values['settle-ms'])));
       const c = await sample(vm);
