@@ -22,12 +22,21 @@ import { COUNTER_APP, firstReply } from './counter-app.js';
 
 const TEMPLATE = 'bench-translation';
 
-/** Translated blocks so far and vCPU time so far (ms) of a VM's QEMU. */
-async function sample(vm: MicroVm): Promise<{ blocks: number; vcpuMs: number }> {
+/** Translated blocks and vCPU time (ms) of a VM's QEMU: so far, or over a phase. */
+interface Sample {
+  blocks: number;
+  vcpuMs: number;
+}
+
+async function sample(vm: MicroVm): Promise<Sample> {
   const jit = await hmpOf(vm)('info jit');
   const blocks = Number(/TB count\s+(\d+)/.exec(jit)?.[1]);
   if (!Number.isFinite(blocks)) throw new Error(`unexpected 'info jit' output: ${jit.slice(0, 200)}`);
   return { blocks, vcpuMs: Number(await vcpuTimeNs(vm.process!.pid)) / 1e6 };
+}
+
+function delta(from: Sample, to: Sample): Sample {
+  return { blocks: to.blocks - from.blocks, vcpuMs: to.vcpuMs - from.vcpuMs };
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -43,19 +52,10 @@ export async function main(argv: string[]): Promise<void> {
   await setupHost(dataDir);
   const engine = await Engine.open({ dataDir });
   const say = (s: string) => process.stdout.write(s + '\n');
-  const phases = ['restore', 'reply', 'settle'] as const;
-  const blocks: Record<(typeof phases)[number] | 'total', number[]> = {
-    restore: [],
-    reply: [],
-    settle: [],
-    total: [],
-  };
-  const vcpuMs: Record<(typeof phases)[number] | 'total', number[]> = {
-    restore: [],
-    reply: [],
-    settle: [],
-    total: [],
-  };
+  const phases = ['restore', 'reply', 'settle', 'total'] as const;
+  type Phase = (typeof phases)[number];
+  const blocks = Object.fromEntries(phases.map((k) => [k, [] as number[]])) as Record<Phase, number[]>;
+  const vcpuMs = Object.fromEntries(phases.map((k) => [k, [] as number[]])) as Record<Phase, number[]>;
   const ids: string[] = [];
   try {
     await engine.deleteTemplate(TEMPLATE);
@@ -78,19 +78,14 @@ export async function main(argv: string[]): Promise<void> {
       const b = await sample(vm);
       await new Promise((r) => setTimeout(r, Number(values['settle-ms'])));
       const c = await sample(vm);
-      const got = {
-        restore: [a.blocks, a.vcpuMs],
-        reply: [b.blocks - a.blocks, b.vcpuMs - a.vcpuMs],
-        settle: [c.blocks - b.blocks, c.vcpuMs - b.vcpuMs],
-        total: [c.blocks, c.vcpuMs],
-      };
-      for (const k of [...phases, 'total'] as const) {
-        blocks[k].push(got[k][0]!);
-        vcpuMs[k].push(got[k][1]!);
+      const got: Record<Phase, Sample> = { restore: a, reply: delta(a, b), settle: delta(b, c), total: c };
+      for (const k of phases) {
+        blocks[k].push(got[k].blocks);
+        vcpuMs[k].push(got[k].vcpuMs);
       }
       await engine.destroy(id);
     }
-    for (const k of [...phases, 'total'] as const) {
+    for (const k of phases) {
       say(summary(`${k}: blocks translated`, blocks[k], 'blocks'));
       say(summary(`${k}: vCPU time`, vcpuMs[k]));
     }
