@@ -94,15 +94,15 @@ async function cachedKernel(kernelDir: string, release: string): Promise<GuestKe
   return { ...k, vmlinuz: join(dir, 'vmlinuz'), modulesDir: join(dir, 'modules') };
 }
 
-/**
- * The release the guest kernel is pinned to: the one `current` names, or (data directories set up
- * before the pin existed) the most recently unpacked one. Undefined when nothing is cached.
- */
 /** The kernel release Debian's `linux-image-cloud-amd64` names now (what an upgrade moves to). */
 export async function debianKernelRelease(): Promise<string> {
   return (await resolveKernelPackage()).replace(/^linux-image-/, '');
 }
 
+/**
+ * The release the guest kernel is pinned to: the one `current` names, or (data directories set up
+ * before the pin existed) the most recently unpacked one. Undefined when nothing is cached.
+ */
 async function pinnedRelease(kernelDir: string): Promise<string | undefined> {
   const named = await readFile(join(kernelDir, CURRENT_FILE), 'utf8').catch(() => undefined);
   if (named?.trim()) return named.trim();

@@ -207,10 +207,9 @@ export class MicroVm {
 
   /** Closes the host-side connections to this VM's QEMU (not the VM itself). */
   disconnect(): void {
-    this.agentClient?.close();
+    this.closeAgent();
     this.controlClient?.close();
     this.qmp?.close();
-    this.agentClient = undefined;
     this.controlClient = undefined;
     this.qmp = undefined;
   }

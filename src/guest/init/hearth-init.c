@@ -7,8 +7,8 @@
  *
  * It mounts the kernel filesystems, configures the network and hostname from the kernel command
  * line (hearth.ip=, hearth.gw=, hearth.mtu=, hearth.hostname=, hearth.dns=), covers /etc/hosts,
- * /etc/resolv.conf and /etc/machine-id with its own (as container runtimes do), starts qemu-guest-agent (bundled
- * under /run/hearth/agent with its own loader and libraries), runs the workload with its
+ * /etc/resolv.conf and /etc/machine-id with its own (as container runtimes do), starts
+ * qemu-guest-agent (bundled under /run/hearth/agent with its own loader and libraries), runs the workload with its
  * argv/env/cwd/user and its stdout/stderr on the console, reaps zombies, forwards signals to the
  * workload, and serves the host's control port (virtio-serial "org.hearth.ctl.0"), which applies
  * restore hygiene after a snapshot restore (wall clock, RNG reseed, identity) and freezes and thaws
