@@ -239,12 +239,6 @@ export async function launchQemu(ctx: EngineContext, vm: MicroVm, o: LaunchOptio
           { capability: 'events', state: true },
         ],
       });
-      // No self-announce after the load: QEMU would otherwise have the guest send gratuitous ARP,
-      // IPv6 neighbour adverts and MLD reports five times over its first second (virtio-net's
-      // guest_announce). A restored VM is on a new tap that no switch has learned; the host side
-      // resolves the guest's address when it first needs it. Under TCG the announce costs ~1,200
-      // translated blocks per restore (~6% of the restore's guest work), measured.
-      await vm.qmp.execute('migrate-set-parameters', { 'announce-rounds': 0 });
     }
   } catch (e) {
     proc.kill('SIGKILL');
